@@ -6,34 +6,22 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from fairrl.data.records import Example
 from fairrl.errors import ConfigError, DataError
 from fairrl.eval import bbq as eval_bbq
 from fairrl.eval import reasoning as eval_reasoning
 from fairrl.eval.bbq import evaluate_bbq
-from fairrl.eval.likelihood import common_prefix_length, end_of_turn_id, greedy_generate, option_logprobs
+from fairrl.eval.likelihood import (
+    common_prefix_length,
+    end_of_turn_id,
+    greedy_generate,
+    option_logprobs,
+    reference_option_logprobs,
+)
 from fairrl.eval.reasoning import evaluate_reasoning
 from tests.conftest import make_tiny_llama
 from tests.tiny import make_tiny_tokenizer, tiny_policy
-
-
-def naive_option_logprobs(model, tokenizer, prompts, options, end_id):
-    """One unpadded forward per (prompt + option); mean log-prob of the option tokens and end token."""
-    out = []
-    for msgs, opts in zip(prompts, options, strict=True):
-        text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        p = tokenizer(text, add_special_tokens=False)["input_ids"]
-        row = []
-        for o in opts:
-            a = tokenizer(o, add_special_tokens=False)["input_ids"] + [end_id]
-            with torch.no_grad():
-                logits = model(input_ids=torch.tensor([p + a])).logits[0]  # [Lp + La, V]
-            logp = torch.log_softmax(logits[len(p) - 1 : -1].double(), dim=-1)  # [La, V]
-            row.append(float(logp[torch.arange(len(a)), torch.tensor(a)].mean()))
-        out.append(row)
-    return out
 
 
 def _chat(user: str, system: str | None = None) -> list[dict]:
@@ -46,7 +34,7 @@ def test_fast_option_scores_equal_one_forward_per_option():
     prompts = [_chat("a b c d e f", "x y"), _chat("a"), _chat("b c", "z"), _chat("h g f e d c b a yes no")]
     options = [["a", "b c", "yes no x"], ["d"], ["e f", "g"], ["x y z", "1", "2 3"]]
     fast = option_logprobs(model, tok, prompts, options, batch_size=2)
-    slow = naive_option_logprobs(model, tok, prompts, options, tok.eos_token_id)
+    slow = reference_option_logprobs(model, tok, prompts, options)
     assert [len(r) for r in fast] == [3, 1, 2, 3]
     for f, s in zip(fast, slow, strict=True):
         assert f == pytest.approx(s, abs=1e-5)
@@ -73,7 +61,7 @@ def test_option_scores_with_the_packaged_tokenizer():
     ]
     options = [answers, answers, ["5", "six", "4"]]
     fast = option_logprobs(model, tok, prompts, options, batch_size=8, share_groups=[0, 0, 1])
-    slow = naive_option_logprobs(model, tok, prompts, options, tok.convert_tokens_to_ids("<|im_end|>"))
+    slow = reference_option_logprobs(model, tok, prompts, options)
     for f, s in zip(fast, slow, strict=True):
         assert f == pytest.approx(s, abs=1e-5)
 
@@ -94,7 +82,7 @@ def test_shared_prefix_groups_score_like_separate_prompts():
     options = [["x", "y z"], ["x", "y z"], ["x", "y z"], ["1", "2"], ["3"], ["no", "a b"]]
     keys = ["q0", "q0", "q0", "q1", "q1", "q2"]
     fast = option_logprobs(model, tok, prompts, options, batch_size=4, share_groups=keys)
-    slow = naive_option_logprobs(model, tok, prompts, options, tok.eos_token_id)
+    slow = reference_option_logprobs(model, tok, prompts, options)
     for f, s in zip(fast, slow, strict=True):
         assert f == pytest.approx(s, abs=1e-5)
     with pytest.raises(ValueError, match="share_groups"):

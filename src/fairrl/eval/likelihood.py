@@ -8,18 +8,20 @@ penalised for having more tokens than "The man"):
 
     score(o | x) = (1 / |o|) * sum_t log p(o_t | x, o_<t),   o = tokens(text) + [end_of_turn]
 
-Speed: each prompt is encoded once, and prompts that share a beginning (one BBQ question under
-three option orders) encode the shared part once. Three cached forwards per batch, each on top of
-the previous one's KV cache, whose rows are repeated (``reorder_cache``) to fan out:
+Speed: nothing is computed twice and every batch is one forward. Prompts scored in one call usually
+share a beginning (the system instruction and chat header); it is encoded once and its KV cache is
+reused by every batch. Prompts of one share group (one BBQ question under three option orders) then
+share their next stretch too. A batch row holds one group as a token tree, with a custom 4-D attention
+mask and explicit positions:
 
-    1. the shared prefix of each group of prompts           [G, Lp]  left-padded
-    2. each prompt's remaining tail                           [M, Lt]  left-padded; its last position
-                                                                       predicts the option's first token
-    3. all option tokens of all prompts                       [R, Lo]  right-padded
+    [group prefix | tail_1 ... tail_m | segment(1, o_1) ... segment(m, o_k)]      left-padded
 
-Positions continue from the real tokens before them, and the attention mask covers
-[prefix | tail | option], so padding in between is skipped. An option attends to its own prompt
-and causally to itself only, so the scores equal one plain forward per (prompt + option) (tested).
+``tail_j`` is prompt j after the group prefix, minus its last token; ``segment(j, o)`` is that last
+token followed by the option's tokens but its last, so position i of a segment predicts option token
+i + 1, and all the positions whose logits are needed sit at the end of the row (``logits_to_keep``).
+A token attends to the shared prefix, the group prefix, its own prompt's tail and the earlier tokens
+of its own segment; positions continue from the real tokens before it. So every score equals one
+plain forward per (prompt + option) (tested against :func:`reference_option_logprobs`).
 
 Generation: greedy decoding through :func:`fairrl.rollout.generate.sample_groups` (shared prompt
 prefill, left padding), stopping at the end-of-turn / end-of-sequence tokens.
@@ -32,7 +34,7 @@ from contextlib import contextmanager
 
 import torch
 
-from fairrl.rollout.generate import left_pad, positions_from_mask, sample_groups
+from fairrl.rollout.generate import left_pad, sample_groups
 
 Messages = list[dict[str, str]]
 Prompt = list[int] | Messages
@@ -118,59 +120,96 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
     return k
 
 
-def _score_groups(
-    model, groups: list[list[list[int]]], options: list[list[list[int]]], pad_id: int
-) -> list[list[float]]:
-    """Mean option log-probs for the members of a few prompt groups (see module docstring).
+def _shared_cache(model, prefix: list[int], batch: int):
+    """KV cache of ``prefix`` (encoded once) repeated for ``batch`` rows; None when the prefix is empty."""
+    if not prefix:
+        return None
+    ids = torch.tensor([prefix], device=_device(model))
+    cache = _forward(model, ids, torch.ones_like(ids), torch.arange(len(prefix), device=ids.device)[None],
+                     last_only=True).past_key_values
+    cache.batch_repeat_interleave(batch)
+    return cache
 
-    Three cached forwards: each group's shared prefix once (left-padded, ``[G, Lp]``); each member's
-    tail on top of its group's cache (left-padded, ``[M, Lt]``; its last position predicts the first
-    option token); all option tokens on top of their member's cache (right-padded, ``[R, Lo]``).
-    ``options`` is per member, in group order.
+
+def _pack_group(prompts: list[list[int]], options: list[list[list[int]]], start: int) -> dict[str, list]:
+    """One row's tokens, positions, segment ids and owners (see module docstring).
+
+    ``start``: length of the call-wide shared prefix already in the cache. Segment kinds: the group
+    prefix is segment 0 with owner -1, tail j has owner j, each option segment has owner j and its own
+    segment id. Returns lists ``ids``, ``pos``, ``seg``, ``owner``, ``is_tail`` and ``targets`` (the
+    option tokens, in the order of the option segments, which come last).
     """
+    k = max(start, common_prefix_length(prompts))
+    row: dict[str, list] = {"ids": [], "pos": [], "seg": [], "owner": [], "is_tail": [], "targets": []}
+
+    def add(tokens: list[int], first_pos: int, seg: int, owner: int, tail: bool) -> None:
+        row["ids"] += tokens
+        row["pos"] += range(first_pos, first_pos + len(tokens))
+        row["seg"] += [seg] * len(tokens)
+        row["owner"] += [owner] * len(tokens)
+        row["is_tail"] += [tail] * len(tokens)
+
+    add(prompts[0][start:k], start, 0, -1, False)
+    for j, p in enumerate(prompts):
+        add(p[k:-1], k, j + 1, j, True)
+    seg = len(prompts) + 1
+    for j, (p, opts) in enumerate(zip(prompts, options, strict=True)):
+        for o in opts:
+            add([p[-1]] + o[:-1], len(p) - 1, seg, j, False)
+            row["targets"].append(o)
+            seg += 1
+    return row
+
+
+def _row_mask(row: dict[str, list], width: int, start: int) -> torch.Tensor:
+    """Boolean ``[width, start + width]`` attention mask of a left-padded packed row (True = attend)."""
+    n, pad = len(row["ids"]), width - len(row["ids"])
+    seg = torch.tensor(row["seg"])  # [n]
+    owner = torch.tensor(row["owner"])
+    tail = torch.tensor(row["is_tail"])
+    causal = torch.ones(n, n, dtype=torch.bool).tril()  # layout order: prefix, tails, segments
+    same_seg = seg[:, None] == seg[None, :]
+    own_tail = (owner[:, None] == owner[None, :]) & tail[None, :]
+    allowed = causal & ((seg[None, :] == 0) | same_seg | own_tail)  # [n, n] query x key
+    mask = torch.zeros(width, start + width, dtype=torch.bool)
+    mask[pad:, :start] = True  # the call-wide prefix
+    mask[pad:, start + pad :] = allowed
+    mask[:pad, start : start + pad] = torch.eye(pad, dtype=torch.bool)  # padding sees itself: no empty rows
+    return mask
+
+
+def _score_rows(model, rows: list[dict[str, list]], start: int, cache, pad_id: int) -> list[list[float]]:
+    """Mean option log-probs for packed rows, one forward; ``cache`` holds the shared prefix."""
     device = _device(model)
-    cut = [common_prefix_length(g) for g in groups]
-    member_of = torch.tensor([gi for gi, g in enumerate(groups) for _ in g], device=device)  # [M]
-    pre_ids, pre_mask = (
-        t.to(device) for t in left_pad([g[0][:k] for g, k in zip(groups, cut, strict=True)], pad_id)
-    )
-    tail_ids, tail_mask = (
-        t.to(device) for t in left_pad([m[k:] for g, k in zip(groups, cut, strict=True) for m in g], pad_id)
-    )
-    cache = None
-    if pre_ids.shape[1] > 0:
-        cache = _forward(
-            model, pre_ids, pre_mask, positions_from_mask(pre_mask), last_only=True
-        ).past_key_values
-        cache.reorder_cache(member_of)  # row m of the cache is now member m's group prefix
-    mask = torch.cat([pre_mask[member_of], tail_mask], dim=-1)  # [M, Lp + Lt]
-    start = pre_mask.sum(-1)[member_of][:, None]  # [M, 1]
-    out = _forward(model, tail_ids, mask, start + positions_from_mask(tail_mask), cache, last_only=True)
-    owner = torch.tensor([m for m, opts in enumerate(options) for _ in opts], device=device)  # [R]
-    cache = out.past_key_values
-    cache.reorder_cache(owner)  # row r of the cache is now option r's member prompt
-    first = out.logits[owner, -1:]  # [R, 1, V] predicts each option's first token
-    opt_ids, opt_mask = (
-        t.to(device) for t in _right_pad([o for opts in options for o in opts], pad_id)
-    )  # [R, Lo]
-    if opt_ids.shape[1] > 1:
-        steps = torch.arange(opt_ids.shape[1] - 1, device=device)[None]  # [1, Lo - 1]
-        rest = _forward(
-            model,
-            opt_ids[:, :-1],
-            torch.cat([mask[owner], opt_mask[:, :-1]], dim=-1),  # [R, Lp + Lt + Lo - 1]
-            mask.sum(-1)[owner][:, None] + steps,
-            cache,
-        ).logits  # [R, Lo - 1, V]
-        logits = torch.cat([first, rest], dim=1).float()  # [R, Lo, V]
-    else:
-        logits = first.float()
-    logp = logits.gather(-1, opt_ids[..., None]).squeeze(-1) - logits.logsumexp(-1)  # [R, Lo]
-    flat = ((logp * opt_mask).sum(-1) / opt_mask.sum(-1)).cpu().tolist()  # [R] mean over real tokens
-    scores, k = [], 0
-    for opts in options:
-        scores.append(flat[k : k + len(opts)])
-        k += len(opts)
+    width = max(len(r["ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, width - len(r["ids"]) :] = torch.tensor(r["ids"])
+        pos[b, width - len(r["ids"]) :] = torch.tensor(r["pos"])
+    allowed = torch.stack([_row_mask(r, width, start) for r in rows])[:, None]  # [B, 1, W, start + W]
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    keep = max(sum(len(t) for t in r["targets"]) for r in rows)
+    kwargs = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                  past_key_values=cache, use_cache=cache is not None)
+    try:
+        logits = model(logits_to_keep=keep, **kwargs).logits  # [B, keep, V]
+    except TypeError:  # models without logits_to_keep
+        logits = model(**kwargs).logits[:, -keep:]
+    logits = logits.float()
+    logz = logits.logsumexp(-1)  # [B, keep]
+    scores = []
+    for b, r in enumerate(rows):
+        flat = [t for o in r["targets"] for t in o]
+        window = torch.arange(keep - len(flat), keep, device=device)  # this row's option positions
+        tgt = torch.tensor(flat, device=device)
+        logp = (logits[b, window].gather(-1, tgt[:, None]).squeeze(-1) - logz[b, window]).cpu()  # [T]
+        out, i = [], 0
+        for o in r["targets"]:
+            out.append(float(logp[i : i + len(o)].mean()))
+            i += len(o)
+        scores.append(out)
     return scores
 
 
@@ -223,16 +262,44 @@ def option_logprobs(
         if opts[i]:
             by_key.setdefault(keys[i], []).append(i)
     groups = sorted(by_key.values(), key=lambda g: max(len(prompts[i]) for i in g))  # less padding per batch
+    members_all = [i for g in groups for i in g]
+    start = common_prefix_length([prompts[i] for i in members_all]) if members_all else 0
     scores: list[list[float]] = [[] for _ in prompts]
     with inference_mode(model):
         for chunk in _chunks(groups, batch_size):
-            members = [i for g in chunk for i in g]
-            rows = _score_groups(
-                model, [[prompts[i] for i in g] for g in chunk], [opts[i] for i in members], pad
-            )
-            for i, row in zip(members, rows, strict=True):
-                scores[i] = row
+            rows = [_pack_group([prompts[i] for i in g], [opts[i] for i in g], start) for g in chunk]
+            cache = _shared_cache(model, prompts[members_all[0]][:start], len(chunk))
+            per_row = _score_rows(model, rows, start, cache, pad)
+            for g, row_scores in zip(chunk, per_row, strict=True):
+                k = 0
+                for i in g:
+                    scores[i] = row_scores[k : k + len(opts[i])]
+                    k += len(opts[i])
     return scores
+
+
+@torch.no_grad()
+def reference_option_logprobs(
+    model, tokenizer, prefixes: Sequence[Prompt], options: Sequence[Sequence[str]]
+) -> list[list[float]]:
+    """The plain way, for tests and benchmarks: one unpadded forward per (prompt + option), no cache.
+
+    Same definition as :func:`option_logprobs` (mean log-prob of the option tokens and the end-of-turn
+    token); every logit of every position is computed, as a straightforward implementation would.
+    """
+    device, end = _device(model), end_of_turn_id(tokenizer)
+    out = []
+    with inference_mode(model):
+        for prefix, opts in zip(prefixes, options, strict=True):
+            p = encode_prompt(tokenizer, prefix)
+            row = []
+            for o in opts:
+                a = tokenizer(o, add_special_tokens=False)["input_ids"] + [end]
+                logits = model(input_ids=torch.tensor([p + a], device=device)).logits[0]  # [Lp + La, V]
+                logp = torch.log_softmax(logits[len(p) - 1 : -1].double(), dim=-1)  # [La, V]
+                row.append(float(logp[torch.arange(len(a)), torch.tensor(a, device=device)].mean()))
+            out.append(row)
+    return out
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
