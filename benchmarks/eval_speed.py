@@ -59,7 +59,7 @@ def plain_predictions(model, tokenizer, examples) -> list[int]:
 def token_counts(tokenizer, examples) -> dict[str, int]:
     """Tokens through the model. Plain: prompt + option for every (rotation, option). Fast: the prefix
     all prompts share once, then per item its rotations' common prefix, each rotation's rest, and each
-    option (see :mod:`fairrl.eval.likelihood`)."""
+    option but its last token (see :mod:`fairrl.eval.likelihood`)."""
     prompts = [
         [
             encode_prompt(
@@ -76,7 +76,7 @@ def token_counts(tokenizer, examples) -> dict[str, int]:
         opts = [len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in e.columns["answers"]]
         plain += sum(len(p) + o for p in rots for o in opts)
         k = common_prefix_length(rots)
-        fast += (k - start) + sum(len(p) - k - 1 for p in rots) + ROTATIONS * sum(opts)
+        fast += (k - start) + sum(len(p) - k for p in rots) + ROTATIONS * sum(o - 1 for o in opts)
     return {"plain": plain, "fast": fast}
 
 
@@ -118,10 +118,9 @@ def main() -> None:
     emb = model.get_input_embeddings().weight
     body = sum(p.numel() for p in model.parameters()) - emb.numel()
     logit_rows = sum(
-        ROTATIONS * (len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1)
+        ROTATIONS * (1 + sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in e.columns["answers"]))
         for e in examples
-        for a in e.columns["answers"]
-    )  # positions whose logits the fast path computes
+    )  # positions whose logits the fast path needs: each rotation's last token, each option token but the eot
     flops_fast = 2 * body * tokens["fast"] + 2 * emb.numel() * logit_rows
     peak = gemm_gflops()
     agree = sum(f == p for f, p in zip(fast, plain, strict=True))

@@ -270,8 +270,8 @@ def test_bbq_messages_layout():
     msgs = bbq_messages("Ctx.", "Who?", ["The A", "Unknown", "The B"], instruction="Be fair.")
     assert msgs == [
         {"role": "system", "content": "Be fair."},
-        {"role": "user", "content": "Ctx.\n\nQuestion: Who?\nOptions:\n- The A\n- Unknown\n- The B\n\n"
-                                    "Answer with the text of one option."},
+        {"role": "user", "content": "Ctx.\n\nQuestion: Who?\nAnswer with the text of one option.\n"
+                                    "Options:\n- The A\n- Unknown\n- The B"},
     ]  # fmt: skip
     assert bbq_messages("c", "q", ["x"])[0]["content"] == DEFAULT_INSTRUCTION
     assert "not give enough information" in DEFAULT_INSTRUCTION

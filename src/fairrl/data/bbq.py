@@ -308,9 +308,13 @@ def split_by_template(
 def bbq_messages(
     context: str, question: str, answers: list[str], instruction: str = DEFAULT_INSTRUCTION
 ) -> list[Message]:
-    """System instruction, then a user turn with context, question and the options as "- <text>" lines."""
+    """System instruction, then a user turn with context, question and the options as "- <text>" lines.
+
+    The options come last: prompts that differ only in the option order (the rotations that likelihood
+    scoring averages over) then share everything before the list, which is encoded once.
+    """
     options = "\n".join(f"- {a}" for a in answers)
-    user = f"{context}\n\nQuestion: {question}\nOptions:\n{options}\n\nAnswer with the text of one option."
+    user = f"{context}\n\nQuestion: {question}\nAnswer with the text of one option.\nOptions:\n{options}"
     return [{"role": "system", "content": instruction}, {"role": "user", "content": user}]
 
 

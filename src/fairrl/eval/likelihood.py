@@ -14,7 +14,7 @@ reused by every batch. Prompts of one share group (one BBQ question under three 
 share their next stretch too. A batch row holds one group as a token tree, with a custom 4-D attention
 mask and explicit positions:
 
-    [group prefix | tail_1 ... tail_m | segment(1, o_1) ... segment(m, o_k)]      left-padded
+    [group prefix | tail_1 ... tail_m | last_1 ... last_m | segment(1, o_1) ... segment(m, o_k)]
 
 ``tail_j`` is prompt j after the group prefix, minus its last token; ``segment(j, o)`` is that last
 token followed by the option's tokens but its last, so position i of a segment predicts option token
@@ -134,13 +134,14 @@ def _shared_cache(model, prefix: list[int], batch: int):
 def _pack_group(prompts: list[list[int]], options: list[list[list[int]]], start: int) -> dict[str, list]:
     """One row's tokens, positions, segment ids and owners (see module docstring).
 
-    ``start``: length of the call-wide shared prefix already in the cache. Segment kinds: the group
-    prefix is segment 0 with owner -1, tail j has owner j, each option segment has owner j and its own
-    segment id. Returns lists ``ids``, ``pos``, ``seg``, ``owner``, ``is_tail`` and ``targets`` (the
-    option tokens, in the order of the option segments, which come last).
+    ``start``: length of the call-wide shared prefix already in the cache. Layout: group prefix
+    (segment 0, owner -1), each prompt's tail but its last token (owner j), each prompt's last token
+    (owner j), then each option's tokens but its last (owner j, a segment of its own). Tails and last
+    tokens are visible to their owner's later tokens (``is_tail``). ``picks`` holds, per option, the
+    row positions counted from the first last-token whose logits predict its tokens, and the tokens.
     """
     k = max(start, common_prefix_length(prompts))
-    row: dict[str, list] = {"ids": [], "pos": [], "seg": [], "owner": [], "is_tail": [], "targets": []}
+    row: dict[str, list] = {"ids": [], "pos": [], "seg": [], "owner": [], "is_tail": [], "picks": []}
 
     def add(tokens: list[int], first_pos: int, seg: int, owner: int, tail: bool) -> None:
         row["ids"] += tokens
@@ -150,14 +151,18 @@ def _pack_group(prompts: list[list[int]], options: list[list[list[int]]], start:
         row["is_tail"] += [tail] * len(tokens)
 
     add(prompts[0][start:k], start, 0, -1, False)
+    m = len(prompts)
     for j, p in enumerate(prompts):
         add(p[k:-1], k, j + 1, j, True)
-    seg = len(prompts) + 1
+    for j, p in enumerate(prompts):
+        add(p[-1:], len(p) - 1, m + 1 + j, j, True)
+    seg, at = 2 * m + 1, m  # ``at``: offset of the next option segment from the first last-token
     for j, (p, opts) in enumerate(zip(prompts, options, strict=True)):
         for o in opts:
-            add([p[-1]] + o[:-1], len(p) - 1, seg, j, False)
-            row["targets"].append(o)
-            seg += 1
+            add(o[:-1], len(p), seg, j, False)
+            row["picks"].append(([j] + list(range(at, at + len(o) - 1)), o))
+            seg, at = seg + 1, at + len(o) - 1
+    row["keep"] = at  # logits needed: the last ``at`` positions of the row
     return row
 
 
@@ -190,25 +195,22 @@ def _score_rows(model, rows: list[dict[str, list]], start: int, cache, pad_id: i
     allowed = torch.stack([_row_mask(r, width, start) for r in rows])[:, None]  # [B, 1, W, start + W]
     dtype = next(model.parameters()).dtype
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    keep = max(sum(len(t) for t in r["targets"]) for r in rows)
+    keep = max(r["keep"] for r in rows)
     kwargs = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                   past_key_values=cache, use_cache=cache is not None)
     try:
         logits = model(logits_to_keep=keep, **kwargs).logits  # [B, keep, V]
     except TypeError:  # models without logits_to_keep
         logits = model(**kwargs).logits[:, -keep:]
-    logits = logits.float()
-    logz = logits.logsumexp(-1)  # [B, keep]
     scores = []
     for b, r in enumerate(rows):
-        flat = [t for o in r["targets"] for t in o]
-        window = torch.arange(keep - len(flat), keep, device=device)  # this row's option positions
-        tgt = torch.tensor(flat, device=device)
-        logp = (logits[b, window].gather(-1, tgt[:, None]).squeeze(-1) - logz[b, window]).cpu()  # [T]
-        out, i = [], 0
-        for o in r["targets"]:
-            out.append(float(logp[i : i + len(o)].mean()))
-            i += len(o)
+        row_logits = logits[b, keep - r["keep"] :].float()  # [keep_b, V] this row's needed positions
+        logp = row_logits - row_logits.logsumexp(-1, keepdim=True)
+        out = []
+        for where, tokens in r["picks"]:
+            idx = torch.tensor(where, device=device)
+            tgt = torch.tensor(tokens, device=device)
+            out.append(float(logp[idx, tgt].mean()))
         scores.append(out)
     return scores
 
