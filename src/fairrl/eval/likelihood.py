@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from copy import deepcopy
 
 import torch
 
@@ -120,15 +121,22 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
     return k
 
 
-def _shared_cache(model, prefix: list[int], batch: int):
-    """KV cache of ``prefix`` (encoded once) repeated for ``batch`` rows; None when the prefix is empty."""
+def _prefix_cache(model, prefix: list[int]):
+    """KV cache of ``prefix`` (one row), or None when the prefix is empty."""
     if not prefix:
         return None
     ids = torch.tensor([prefix], device=_device(model))
-    cache = _forward(model, ids, torch.ones_like(ids), torch.arange(len(prefix), device=ids.device)[None],
-                     last_only=True).past_key_values
-    cache.batch_repeat_interleave(batch)
-    return cache
+    positions = torch.arange(len(prefix), device=ids.device)[None]
+    return _forward(model, ids, torch.ones_like(ids), positions, last_only=True).past_key_values
+
+
+def _repeated(cache, rows: int):
+    """A copy of a one-row cache with ``rows`` rows (the forward appends to it, the original stays)."""
+    if cache is None:
+        return None
+    copy = deepcopy(cache)
+    copy.batch_repeat_interleave(rows)
+    return copy
 
 
 def _pack_group(prompts: list[list[int]], options: list[list[list[int]]], start: int) -> dict[str, list]:
@@ -263,15 +271,16 @@ def option_logprobs(
     for i in range(len(prompts)):
         if opts[i]:
             by_key.setdefault(keys[i], []).append(i)
-    groups = sorted(by_key.values(), key=lambda g: max(len(prompts[i]) for i in g))  # less padding per batch
-    members_all = [i for g in groups for i in g]
+    members_all = [i for g in by_key.values() for i in g]
     start = common_prefix_length([prompts[i] for i in members_all]) if members_all else 0
+    packed = {id(g): _pack_group([prompts[i] for i in g], [opts[i] for i in g], start) for g in by_key.values()}
+    groups = sorted(by_key.values(), key=lambda g: len(packed[id(g)]["ids"]))  # similar rows: less padding
     scores: list[list[float]] = [[] for _ in prompts]
     with inference_mode(model):
+        shared = _prefix_cache(model, prompts[members_all[0]][:start]) if members_all else None
         for chunk in _chunks(groups, batch_size):
-            rows = [_pack_group([prompts[i] for i in g], [opts[i] for i in g], start) for g in chunk]
-            cache = _shared_cache(model, prompts[members_all[0]][:start], len(chunk))
-            per_row = _score_rows(model, rows, start, cache, pad)
+            cache = _repeated(shared, len(chunk))
+            per_row = _score_rows(model, [packed[id(g)] for g in chunk], start, cache, pad)
             for g, row_scores in zip(chunk, per_row, strict=True):
                 k = 0
                 for i in g:
