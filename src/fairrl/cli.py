@@ -103,18 +103,81 @@ def show_config(
 
 @app.command(name="eval")
 def evaluate(
-    model: Annotated[list[str], typer.Option("--model", help="Built-in name, folder, hub id or run folder.")],
-    config: Annotated[str | None, typer.Option(help="Config whose data/eval sections define the sets.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    model: Annotated[list[str], typer.Option("--model", help="Built-in name, folder, hub id or run folder (repeat to compare).")],
+    suite: Annotated[str, typer.Option(help="Comma-separated: bbq, stereoset, crows_pairs, bold, reasoning.")] = "bbq,stereoset,crows_pairs,bold,reasoning",
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N items per category (BBQ: per category and context condition).")] = None,
+    categories: Annotated[str | None, typer.Option(help="Comma-separated categories / bias types / domains / tasks; suite:name for one suite.")] = None,
     out: Annotated[str, typer.Option(help="Output folder.")] = "runs/eval",
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    bbq_mode: Annotated[str, typer.Option(help="BBQ scoring: likelihood or generation.")] = "likelihood",
+    permutations: Annotated[int, typer.Option(min=1, max=3, help="BBQ option-order rotations averaged (likelihood mode).")] = 3,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="BOLD continuation / BBQ generation length.")] = 32,
+    bold_scorer: Annotated[str, typer.Option(help="BOLD scorer: vader or a dotted path to fn(texts) -> scores.")] = "vader",
+    source: Annotated[list[str] | None, typer.Option(help="SUITE=hub-id-or-path, e.g. bbq=./bbq or gsm8k=openai/gsm8k.")] = None,
+    seed: int = 0,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the hub (off by default).")] = False,
+    config: Annotated[str | None, typer.Option(help="Instead of suites: the held-out sets this training config builds.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of --config.")] = None,
 ) -> None:
-    """Evaluate one or more models on the held-out BBQ and reasoning sets of a config."""
+    """Evaluate one or more models on BBQ, StereoSet, CrowS-Pairs, BOLD and reasoning, side by side."""
     try:
-        from fairrl.recipes.evaluate import run_eval
+        from fairrl.recipes.evaluate import run_config_eval, run_suites
 
-        run_eval(model, config, set_ or [], out, console=_echo)
+        if config is not None or set_:
+            run_config_eval(model, config, set_ or [], out, console=_echo)
+            return
+        from fairrl.errors import ConfigError
+        from fairrl.eval.suite import SuiteOptions, parse_suites
+
+        if bbq_mode not in ("likelihood", "generation"):
+            raise ConfigError(f"--bbq-mode must be likelihood or generation, got {bbq_mode!r}")
+        sources = {}
+        for item in source or []:
+            key, sep, value = item.partition("=")
+            if not sep or not value:
+                raise ConfigError(f"--source {item!r} must look like SUITE=hub-id-or-path (e.g. gsm8k=openai/gsm8k)")
+            sources[key.strip().lower().replace("-", "_")] = value.strip()
+        unknown = sorted(set(sources) - {"bbq", "stereoset", "crows_pairs", "bold", "gsm8k"})
+        if unknown:
+            raise ConfigError(f"--source names {unknown}; use bbq, stereoset, crows_pairs, bold or gsm8k")
+        opts = SuiteOptions(
+            limit=limit,
+            categories=[c for c in (categories or "").split(",") if c.strip()] or None,
+            batch_size=batch_size, seed=seed, n_boot=n_boot, bbq_mode=bbq_mode, permutations=permutations,
+            max_new_tokens=max_new_tokens, bold_scorer=bold_scorer, sources=sources,
+        )  # fmt: skip
+        run_suites(model, parse_suites(suite), opts, out, console=_echo, device=device, dtype=dtype,
+                   trust_remote_code=trust_remote_code)  # fmt: skip
     except FairRLError as err:
         _fail(err)
+
+
+score_app = typer.Typer(no_args_is_help=True, help="Score predictions made by any system.")
+app.add_typer(score_app, name="score")
+
+
+@score_app.command(name="bbq")
+def score_bbq(
+    predictions: Annotated[str, typer.Argument(help="JSONL: one {category, example_id, prediction} per line.")],
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the scores to this JSON file.")] = None,
+    source: Annotated[str | None, typer.Option(help="BBQ hub id or local path (default: the packaged copy).")] = None,
+    n_boot: Annotated[int, typer.Option(min=1)] = 1000,
+) -> None:
+    """Official BBQ accuracy and bias scores (s_AMB, s_DIS) per category of a predictions file."""
+    from fairrl.eval.predictions import score_bbq_predictions, scores_table
+    from fairrl.fsutil import write_json_atomic
+
+    try:
+        scores = score_bbq_predictions(predictions, source=source, n_boot=n_boot)
+    except FairRLError as err:
+        _fail(err)
+    typer.echo(scores_table(scores))
+    if json_out:
+        write_json_atomic(Path(json_out), scores)
+        typer.echo(f"wrote {json_out}")
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m fairrl`

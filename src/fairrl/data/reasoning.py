@@ -38,6 +38,11 @@ def _registry() -> dict[str, Any]:
     return DATASETS
 
 
+def task_names() -> list[str]:
+    """Every reasoning-gym task name, sorted."""
+    return sorted(_registry())
+
+
 def _check_task(task: str) -> None:
     names = sorted(_registry())
     if task not in names:

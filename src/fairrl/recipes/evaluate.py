@@ -1,16 +1,35 @@
-"""``fairrl eval``: evaluate one or more models on a config's held-out sets, side by side."""
+"""``fairrl eval``: one or more models on the evaluation suites (or on a training config's held-out sets).
+
+Suite mode (default) writes into ``--out``:
+
+- ``results.json``: ``{"schema_version": 2, "kind": "suites", "fairrl_version", "created", "complete": true, "settings",
+  "models": {name: {"path", "seconds": {suite: s}, "suites": {suite: result}}}}`` where each result
+  has the shared shape of :mod:`fairrl.eval.suite` without its per-item records;
+- ``items/<k>-<model>/<suite>.jsonl``: the per-item records (prompt ids, scores, outputs);
+- ``results.md``: one comparison table per suite plus per-group tables; ``plots/<suite>.png``.
+
+Config mode (``--config``) writes ``results.json`` with ``"kind": "heldout"`` and ``"models": {name:
+{split: result}}`` (the shapes of :func:`fairrl.eval.bbq.evaluate_bbq` / ``evaluate_reasoning``).
+
+All items are loaded and checked before the first model is, so bad input costs no compute. While it
+runs, finished suites go to ``results.partial.json`` (``"complete": false``); ``results.json`` is
+written (atomically) only once every model and suite is done, and the partial file is then removed.
+"""
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from fairrl.config import load_config
-from fairrl.fsutil import write_json_atomic
+from fairrl.fsutil import write_json_atomic, write_text_atomic
 from fairrl.models.loading import load_model, load_tokenizer
-from fairrl.recipes.datasets import build_run_data
-from fairrl.recipes.train import Console, evaluate_splits, resolve_device
+from fairrl.recipes.train import Console, resolve_device
 
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2
 
 
 def _model_path(name: str) -> str:
@@ -19,7 +38,87 @@ def _model_path(name: str) -> str:
     return str(final) if final.is_dir() else name
 
 
-def run_eval(models: list[str], config: str | None, overrides: list[str], out: str, console: Console) -> Path:
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-60:] or "model"
+
+
+def _write_items(path: Path, items: list[dict[str, Any]]) -> None:
+    import json
+
+    write_text_atomic(path, "".join(json.dumps(it, default=str) + "\n" for it in items))
+
+
+def run_suites(
+    models: list[str],
+    suites: list[str],
+    opts,
+    out: str,
+    console: Console,
+    device: str = "auto",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+) -> Path:
+    """Evaluate every model on every suite; returns the path of ``results.json``."""
+    from fairrl import __version__
+    from fairrl.eval.suite import SUITES, split_categories
+    from fairrl.report.eval_report import write_eval_report
+
+    cats = split_categories(suites, opts.categories, opts)
+    data = {}
+    for s in suites:
+        data[s] = SUITES[s].load(opts, cats[s])
+        console(f"{s}: {len(data[s])} items")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(opts).items()}
+    settings.update(suites=suites, categories_by_suite=cats, items={s: len(v) for s, v in data.items()})
+    payload: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "kind": "suites",
+        "fairrl_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "complete": False,
+        "settings": settings,
+        "models": {},
+    }
+    dev = resolve_device(device)
+    for k, name in enumerate(models):
+        path = _model_path(name)
+        console(f"loading {name} ...")
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+        model = load_model(path, dtype=dtype, device=dev, trust_remote_code=trust_remote_code)
+        entry: dict[str, Any] = {"path": path, "seconds": {}, "suites": {}}
+        payload["models"][name] = entry
+        for s in suites:
+            t0 = time.perf_counter()
+            result = SUITES[s].run(model, tokenizer, data[s], opts)
+            entry["seconds"][s] = round(time.perf_counter() - t0, 2)
+            _write_items(out_dir / "items" / f"{k}-{_slug(name)}" / f"{s}.jsonl", result.pop("items", []))
+            entry["suites"][s] = result
+            console(f"  {s}: {len(data[s])} items in {entry['seconds'][s]:.0f}s  " + _headline_line(result))
+            write_json_atomic(out_dir / "results.partial.json", payload)
+        del model
+    payload["complete"] = True
+    write_json_atomic(out_dir / "results.json", payload)
+    (out_dir / "results.partial.json").unlink(missing_ok=True)
+    report = write_eval_report(out_dir, payload)
+    console(report.read_text().split("\n## Per group", 1)[0])
+    console(f"wrote {out_dir / 'results.json'}, {report} and plots in {out_dir / 'plots'}")
+    return out_dir / "results.json"
+
+
+def _headline_line(result: dict[str, Any]) -> str:
+    return "  ".join(f"{m}={v:.3f}" for m, v in result.get("headline", {}).items())
+
+
+def run_config_eval(
+    models: list[str], config: str | None, overrides: list[str], out: str, console: Console
+) -> Path:
+    """The held-out sets a training config builds (``bbq_templates``, ``bbq_categories``, ``reasoning``)."""
+    from fairrl.recipes.datasets import build_run_data
+    from fairrl.recipes.train import evaluate_splits
+    from fairrl.report.markdown import comparison_table
+
     cfg = load_config(config, overrides)
     data = build_run_data(cfg)
     device = resolve_device(cfg.model.device)
@@ -32,12 +131,11 @@ def run_eval(models: list[str], config: str | None, overrides: list[str], out: s
         tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
         model = load_model(path, dtype=cfg.model.dtype, device=device, trust_remote_code=cfg.model.trust_remote_code)
         results[name] = evaluate_splits(model, tokenizer, data, cfg, console)
-    payload = {"schema_version": RESULTS_SCHEMA_VERSION, "config": cfg.model_dump(mode="json"), "models": results}
+    payload = {"schema_version": RESULTS_SCHEMA_VERSION, "kind": "heldout", "config": cfg.model_dump(mode="json"),
+               "models": results}
     write_json_atomic(out_dir / "results.json", payload)
-    from fairrl.report.markdown import comparison_table
-
     table = comparison_table(results)
-    (out_dir / "results.md").write_text(table + "\n")
+    write_text_atomic(out_dir / "results.md", table + "\n")
     console(table)
     console(f"wrote {out_dir / 'results.json'} and {out_dir / 'results.md'}")
     return out_dir / "results.json"
