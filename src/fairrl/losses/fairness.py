@@ -1,0 +1,224 @@
+"""Reward-fairness objectives: the reward of each preference pair as a resource to share fairly.
+
+Ouyang et al., "Towards Reward Fairness in RLHF: From a Resource Allocation Perspective" (ACL 2025,
+aclanthology.org/2025.acl-long.163). The margins a_i of a mini-batch of pairs (reward model
+r(x, y_w) - r(x, y_l), or DPO's implicit margin) become positive amounts x_i = sigmoid(a_i), whose
+fairness is the Lan-Chiang family (Lan, Kao, Chiang & Sabharwal, arXiv 0906.0557; the authors' code
+cites eq. 15 of Lan & Chiang's longer version), divided by n as in the authors' code:
+
+    p_i = x_i / sum_j x_j,    f_tau(x) = sign(1 - tau) * [sum_i p_i^(1 - tau)]^(1/tau) / n
+
+f depends on the shares p only, and is largest at an even allocation. Special members:
+
+    tau = -1      (sum x)^2 / (n sum x^2)    Jain's index, in [1/n, 1]
+    tau -> 0      exp(H(p)) / n,  H = -sum p log p (entropy; used for tau = 0), in [1/n, 1]
+    tau = 1/2     (sum sqrt p)^2 / n, in [1/n, 1]
+    tau -> -inf   mean x / max x, in [1/n, 1]
+    tau = 2       -sqrt(sum 1/p) / n, in (-inf, -1]; every tau > 1 is negative, -1 when even
+    tau -> +inf   -mean x / min x (max-min fairness), in (-inf, -1]
+    tau = 1       sign(0) = 0 makes f identically 0: rejected
+
+Objectives, with B = mean_i l_i the base loss (Bradley-Terry -log sigmoid(a_i) or per-pair DPO):
+
+    none               B
+    regularizer        B - alpha * f                  (paper's Fairness Regularisation, FR)
+    coefficient_paper  B * f^gamma                    (paper's Fairness Coefficient, FC, as written)
+    coefficient        B * f^(-gamma)                 (shipped FC; see below)
+
+Gradients. Write q_i = p_i^(1-tau) / sum_j p_j^(1-tau) (shares tilted by 1 - tau; sum q = 1). From
+d log f / d x_i = (1-tau)/(tau S) * (p_i^-tau / G - 1), S = sum x, G = sum p^(1-tau), and
+d x_i / d a_i = x_i (1 - x_i):
+
+    d l_i / d a_i = -(1 - x_i)                                   (BT)
+    d f / d a_i   = f * (1-tau)/tau * (q_i - p_i) * (1 - x_i)
+    tau = -1:       d f / d a_i = 2 f (p_i - p_i^2 / sum p^2) (1 - x_i) > 0  iff  p_i < sum_j p_j^2
+
+so raising a pair with a small share raises f, raising one with a large share lowers it, for every
+tau. With gradient descent step a <- a - eta * grad L and, to first order, Delta f = <grad f, Delta a>:
+
+    FR:        grad L = grad B - alpha grad f;
+               Delta f_FR = Delta f_BT + eta alpha |grad f|^2 >= Delta f_BT
+    FC paper:  grad L = f^gamma grad B + gamma B f^(gamma-1) grad f;
+               Delta f = f^gamma (Delta f_BT - eta gamma (B/f) |grad f|^2)
+    shipped:   grad L = f^-gamma (grad B - gamma (B/f) grad f);
+               Delta f = f^-gamma (Delta f_BT + eta gamma (B/f) |grad f|^2)
+
+B > 0 and f > 0, so the paper's form always adds a push *against* fairness: minimising B f^gamma is
+minimising log B + gamma log f, which rewards a smaller f. The authors' code does exactly this:
+``RewardTrainer.compute_loss`` in Fair-RM/llama3_8B_rm.py and ``DPOTrainer.loss`` in
+Fair-DPO/train/trainers.py (github.com/shoyua/Towards-Reward-Fairness) multiply the BT (resp.
+per-pair DPO) loss by ``f_beta(margins, tau) ** gamma`` with gradient flowing through f (no detach),
+defaults gamma = 0.5, tau = -1. Their FR matches ours (the DPO trainer sums the pairs, we average).
+
+Deviations: ``coefficient`` (the shipped FC, default form) divides by f^gamma instead:
+log L = log B - gamma log f, i.e. FR in log space with an adaptive weight alpha = gamma B / f and the
+step scaled by f^-gamma in [1, n^gamma] (tau < 1). Lan et al. factor alpha-fair utilities into a
+fairness factor times an efficiency factor; for a cost rather than a utility the same trade-off is
+cost / fairness^gamma, not cost * fairness^gamma. The as-written form is kept as ``coefficient_paper``
+for reproduction; it lowers fairness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fairrl.errors import ConfigError
+from fairrl.losses.preference import check_pairs
+
+Objective = Callable[[torch.Tensor, torch.Tensor, "FairnessSettings"], torch.Tensor]
+
+
+def _check_tau(tau: float) -> None:
+    if math.isnan(tau) or tau == 1.0:
+        raise ValueError(f"tau must be a number other than 1 (f_1 is identically 0), got {tau}")
+
+
+def fairness_tau_from_log(log_x: torch.Tensor, tau: float = -1.0) -> torch.Tensor:
+    """f_tau (module docstring) of the amounts x = exp(log_x) ``[N]``; scalar, differentiable.
+
+    Works on logs so that tiny amounts (sigmoid of a very negative margin) neither underflow to 0
+    nor overflow p^(1 - tau) for large |tau|: log sum p^(1-tau) = logsumexp((1 - tau) log p).
+    tau = 0 and tau = +-inf use their limits. Deviations: none; N = 1 gives the even value sign(1 - tau).
+    Precision: near tau = 0 the log-sum is O(tau) and is divided by tau, so rounding grows as 1/|tau|;
+    for |tau| < 1e-3 pass float64 or use tau = 0 itself.
+    """
+    _check_tau(tau)
+    check_pairs(log_x=log_x)
+    log_x = log_x.to(torch.promote_types(log_x.dtype, torch.float32))  # bf16 is too coarse here
+    n = log_x.numel()
+    log_p = log_x - torch.logsumexp(log_x, dim=0)  # [N], log shares
+    if tau == 0.0:
+        entropy = -(log_p.exp() * log_p).sum()
+        return entropy.exp() / n
+    if tau == -math.inf:
+        return torch.exp(-log_p.max()) / n  # 1 / (n p_max) = mean / max
+    if tau == math.inf:
+        return -torch.exp(-log_p.min()) / n  # -1 / (n p_min) = -mean / min
+    sign = 1.0 if tau < 1 else -1.0
+    return sign * torch.exp(torch.logsumexp((1 - tau) * log_p, dim=0) / tau) / n
+
+
+def fairness_tau(x: torch.Tensor, tau: float = -1.0) -> torch.Tensor:
+    """f_tau of positive amounts ``x: [N]`` (module docstring); scalar, differentiable.
+
+    tau = -1 is Jain's index (sum x)^2 / (n sum x^2). Raises ValueError for empty, non-finite or
+    non-positive x and for tau = 1.
+    """
+    check_pairs(x=x)
+    if not bool((x > 0).all()):
+        raise ValueError(f"fairness_tau needs amounts x > 0, got min {x.min().item()}")
+    return fairness_tau_from_log(x.log(), tau)
+
+
+def margin_fairness(margins: torch.Tensor, tau: float = -1.0) -> torch.Tensor:
+    """f_tau of x_i = sigmoid(a_i) for pair margins ``[N]``, via logsigmoid (no underflow)."""
+    return fairness_tau_from_log(F.logsigmoid(margins), tau)
+
+
+@dataclass(frozen=True)
+class FairnessSettings:
+    """How :func:`fair_preference_loss` combines the per-pair losses with the fairness f_tau."""
+
+    kind: str = "none"
+    """Objective name in ``FAIRNESS_OBJECTIVES``: none, regularizer, coefficient, coefficient_paper."""
+    alpha: float = 0.1
+    """FR weight: L = B - alpha * f (paper default 0.1). Must be >= 0."""
+    gamma: float = 0.5
+    """FC exponent: L = B * f^(-gamma) shipped, B * f^gamma paper (paper default 0.5). Must be >= 0."""
+    tau: float = -1.0
+    """Lan-Chiang parameter; -1 = Jain's index (paper default). Not 1; the coefficient forms need
+    tau < 1 so that f > 0."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAIRNESS_OBJECTIVES:
+            raise ConfigError(
+                f"fairness kind must be one of {sorted(FAIRNESS_OBJECTIVES)}, got {self.kind!r}"
+            )
+        for name in ("alpha", "gamma"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"fairness {name} must be a finite number >= 0, got {value}")
+        if math.isnan(self.tau) or self.tau == 1.0:
+            raise ConfigError(
+                f"fairness tau must be a number other than 1 (f_1 is identically 0), got {self.tau}"
+            )
+        if self.kind.startswith("coefficient") and self.tau >= 1:
+            raise ConfigError(
+                f"fairness kind {self.kind!r} needs tau < 1 (f > 0 for f^gamma), got {self.tau}"
+            )
+
+
+def mean_objective(
+    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings
+) -> torch.Tensor:
+    """``none``: L = mean_i l_i (margins unused)."""
+    return per_example_loss.mean()
+
+
+def fairness_regularizer(
+    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings
+) -> torch.Tensor:
+    """``regularizer`` (paper's FR): L = mean_i l_i - alpha * f_tau(sigmoid(a)).
+
+    dL/da_i = d(mean l)/da_i - alpha * df/da_i: an extra push up for pairs with a small share.
+    """
+    return per_example_loss.mean() - s.alpha * margin_fairness(margins, s.tau)
+
+
+def fairness_coefficient(
+    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings
+) -> torch.Tensor:
+    """``coefficient`` (shipped FC): L = mean_i l_i * f^(-gamma).
+
+    dL/da_i = f^-gamma * (dB/da_i - gamma (B / f) df/da_i): raises fairness (module docstring).
+    Deviations: the paper multiplies by f^gamma (``coefficient_paper``), which lowers it.
+    """
+    return per_example_loss.mean() * margin_fairness(margins, s.tau) ** (-s.gamma)
+
+
+def fairness_coefficient_paper(
+    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings
+) -> torch.Tensor:
+    """``coefficient_paper`` (paper's FC as written and as in the authors' code): L = B * f^gamma.
+
+    dL/da_i = f^gamma * (dB/da_i + gamma (B / f) df/da_i): its fairness term pushes f *down*.
+    Kept to reproduce the paper, not as a fairness method.
+    """
+    return per_example_loss.mean() * margin_fairness(margins, s.tau) ** s.gamma
+
+
+FAIRNESS_OBJECTIVES: dict[str, Objective] = {
+    "none": mean_objective,
+    "regularizer": fairness_regularizer,
+    "coefficient": fairness_coefficient,
+    "coefficient_paper": fairness_coefficient_paper,
+}
+
+
+def fair_preference_loss(
+    per_example_loss: torch.Tensor, margins: torch.Tensor, settings: FairnessSettings | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Scalar loss of ``settings.kind`` from per-pair losses ``[N]`` and their margins ``[N]``.
+
+    ``per_example_loss`` is e.g. :func:`~fairrl.losses.preference.bradley_terry_loss` or
+    :func:`~fairrl.losses.preference.dpo_loss`, ``margins`` the a_i it was computed from (reward
+    difference or :func:`~fairrl.losses.preference.dpo_margins`); f_tau is taken over this batch.
+    Stats (floats): ``base_loss`` (mean l_i), ``fairness`` (f_tau), ``margin_mean``, ``accuracy``
+    (share of margins > 0). Raises ValueError for empty, mismatched or non-finite inputs.
+    """
+    settings = settings or FairnessSettings()
+    check_pairs(per_example_loss=per_example_loss, margins=margins)
+    loss = FAIRNESS_OBJECTIVES[settings.kind](per_example_loss, margins, settings)
+    with torch.no_grad():
+        stats = {
+            "base_loss": per_example_loss.mean().item(),
+            "fairness": margin_fairness(margins, settings.tau).item(),
+            "margin_mean": margins.mean().item(),
+            "accuracy": (margins > 0).float().mean().item(),
+        }
+    return loss, stats
