@@ -138,3 +138,14 @@ def test_evaluate_reasoning_with_the_gsm8k_verifier(tmp_path, monkeypatch):
     r = evaluate_reasoning(None, None, examples, n_boot=20, verifier=gsm8k_verify)
     assert [it["correct"] for it in r["items"]] == [True, True, False, True]
     assert r["accuracy"] == 0.75 and r["by_task"]["gsm8k"]["n"] == 4
+
+
+def test_training_reward_routes_gsm8k_to_its_verifier():
+    """The reasoning reward (TRL contract) scores GSM8K rows by exact final number, like evaluation does."""
+    from fairrl.rewards.reasoning import reasoning_exact
+
+    completions = [[{"role": "assistant", "content": "3 + 4 = 7\nAnswer: 7"}],
+                   [{"role": "assistant", "content": "Answer: 8"}]]  # fmt: skip
+    out = reasoning_exact(["q", "q"], completions, task=["gsm8k", "gsm8k"], answer=["7", "7"],
+                          source=["reasoning", "reasoning"])  # fmt: skip
+    assert out == [1.0, 0.0]

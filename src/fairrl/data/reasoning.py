@@ -138,7 +138,12 @@ def score_reasoning(task: str, answer: str, entry: dict[str, Any], task_key: lis
     the regenerated original (its answer keeps its type); otherwise a default generator of ``task`` scores
     the entry as given. Note: reasoning-gym's default verifier gives partial credit,
     ``len(oracle) / len(answer)``, when the oracle occurs inside a longer answer ("15" for "5": 0.5).
+    Task ``gsm8k`` (not a reasoning-gym task) is scored by exact final number (``gsm8k_verify``).
     """
+    if task == "gsm8k":
+        from fairrl.data.gsm8k import gsm8k_verify
+
+        return gsm8k_verify(task, answer, entry)
     task_key = task_key if task_key is not None else entry.get("task_key")
     if task_key is None:
         return float(_dataset(task, 1, 0, "{}").score_answer(answer, entry))

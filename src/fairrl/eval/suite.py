@@ -235,22 +235,11 @@ def _reasoning_load(opts: SuiteOptions, categories: list[str] | None) -> list[An
     return examples
 
 
-def _verify(task: str, answer: str, entry: dict[str, Any]) -> float:
-    """The task's own verifier: reasoning-gym's ``score_answer``, or exact final number for GSM8K."""
-    if task == "gsm8k":
-        from fairrl.data.gsm8k import gsm8k_verify
-
-        return gsm8k_verify(task, answer, entry)
-    from fairrl.data.reasoning import score_reasoning
-
-    return score_reasoning(task, answer, entry)
-
-
 def _reasoning_run(model, tokenizer, examples: list[Any], opts: SuiteOptions) -> dict[str, Any]:
     from fairrl.eval.reasoning import evaluate_reasoning
 
     r = evaluate_reasoning(model, tokenizer, examples, max_new_tokens=opts.reasoning_max_new_tokens,
-                           batch_size=opts.batch_size, n_boot=opts.n_boot, seed=opts.seed, verifier=_verify)
+                           batch_size=opts.batch_size, n_boot=opts.n_boot, seed=opts.seed)
     by_group = {t: {"accuracy": s["accuracy"], "mean_score": s["mean_score"], "n": s["n"]}
                 for t, s in r["by_task"].items()}  # fmt: skip
     headline = {"accuracy": (r["accuracy"], r["accuracy_ci"]), "mean_score": (r["mean_score"], r["mean_score_ci"])}
