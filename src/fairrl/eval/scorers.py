@@ -13,14 +13,13 @@ else a :class:`DataError` naming the scorer; a scorer that raises becomes a :cla
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fairrl.errors import ConfigError, DataError
+from fairrl.errors import DataError
+from fairrl.plugins import import_callable
 
 ScoreFn = Callable[[list[str]], Sequence[Any]]
 
@@ -57,34 +56,6 @@ def describe_scorer(name: str) -> str:
     if factory is not None and factory.__doc__:
         return factory.__doc__.strip().splitlines()[0].rstrip(".")
     return f"the user scorer {name}"
-
-
-def _import_user_scorer(name: str) -> ScoreFn:
-    """The function a dotted path names; ConfigError messages as for rewards."""
-    if ":" in name:
-        module_name, attr = name.split(":", 1)
-    elif "." in name:
-        module_name, attr = name.rsplit(".", 1)
-    else:
-        close = difflib.get_close_matches(name, list(SCORERS), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(
-            f"unknown scorer {name!r}; {hint}built-ins: {', '.join(sorted(SCORERS))}, or give a dotted "
-            "path to your own fn(texts) -> list[float], like my_package.scorers:toxicity"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # ImportError, or the user's module failing while it loads
-        raise ConfigError(
-            f"scorer {name!r}: module {module_name!r} could not be imported ({type(err).__name__}: {err}); "
-            "is it installed or on PYTHONPATH?"
-        ) from None
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise ConfigError(f"scorer {name!r} could not be imported: module {module_name!r} has no {attr!r}")
-    if not callable(fn):
-        raise ConfigError(f"scorer {name!r} is not a function (got a {type(fn).__name__})")
-    return fn
 
 
 def _problem(value: Any) -> str | None:
@@ -135,7 +106,8 @@ def get_scorer(name: str) -> Callable[[list[str]], list[float]]:
     An unknown name or a path that cannot be imported raises a :class:`ConfigError`.
     """
     name = str(name).strip()
-    fn = SCORERS[name]() if name in SCORERS else _import_user_scorer(name)
+    expected = "fn(texts) -> list[float], like my_package.scorers:toxicity"
+    fn = SCORERS[name]() if name in SCORERS else import_callable(name, "scorer", SCORERS, expected, suggest=True)
 
     def score(texts: list[str]) -> list[float]:
         texts = list(texts)

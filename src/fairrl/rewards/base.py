@@ -8,7 +8,6 @@ them, and ``None`` means "not applicable to this sample". A user's TRL reward fu
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import numbers
@@ -18,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from fairrl.errors import ConfigError, RewardError
+from fairrl.plugins import import_callable
 
 RewardFn = Callable[..., list[float | None]]
 REWARDS: dict[str, RewardFn] = {}
@@ -61,28 +61,7 @@ def get_reward(name: str) -> RewardFn:
     """A built-in reward by name, or a user function by dotted path (``pkg.module:fn`` or ``pkg.module.fn``)."""
     if name in REWARDS:
         return REWARDS[name]
-    if ":" in name:
-        module_name, attr = name.split(":", 1)
-    elif "." in name:
-        module_name, attr = name.rsplit(".", 1)
-    else:
-        raise ConfigError(
-            f"unknown reward {name!r}; built-ins: {', '.join(sorted(REWARDS))}, "
-            "or give a dotted path to your own function, like my_package.rewards:my_reward"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # ImportError, or the user's module failing while it loads
-        raise ConfigError(
-            f"reward {name!r}: module {module_name!r} could not be imported ({type(err).__name__}: {err}); "
-            "is it installed or on PYTHONPATH?"
-        ) from None
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise ConfigError(f"reward {name!r} could not be imported: module {module_name!r} has no {attr!r}")
-    if not callable(fn):
-        raise ConfigError(f"reward {name!r} is not a function (got a {type(fn).__name__})")
-    return fn
+    return import_callable(name, "reward", REWARDS, "function, like my_package.rewards:my_reward")
 
 
 def _sample_text(prompts: list, completions: list, i: int) -> str:
