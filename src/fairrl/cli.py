@@ -155,6 +155,115 @@ def evaluate(
         _fail(err)
 
 
+rm_app = typer.Typer(
+    no_args_is_help=True, help="Reward models: Bradley-Terry with fairness regularisation / coefficient."
+)
+app.add_typer(rm_app, name="rm")
+dpo_app = typer.Typer(no_args_is_help=True, help="DPO with the same fairness objectives (FR-DPO, FC-DPO).")
+app.add_typer(dpo_app, name="dpo")
+
+
+def _preference_config(config: str | None, overrides: list[str], resume: str | None, schema):
+    from fairrl.config import load_config
+    from fairrl.errors import ConfigError
+
+    if resume:
+        saved = Path(resume) / "config.yaml"
+        if not saved.exists():
+            raise ConfigError(f"--resume {resume}: no config.yaml there; is it a fairrl run folder?")
+        config = str(saved)
+    return load_config(config, overrides, schema=schema)
+
+
+@rm_app.command(name="train")
+def rm_train(
+    config: Annotated[
+        str | None, typer.Argument(help="YAML config (omit: defaults, MiniLM on StereoSet/CrowS/BBQ pairs).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set fairness.kind=regularizer")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")] = None,
+) -> None:
+    """Train a reward model on preference pairs and report per-group accuracy, margins, Jain and Gini."""
+    try:
+        from fairrl.preference_config import RMTrainConfig
+        from fairrl.recipes.rm import run_rm
+
+        run_rm(
+            _preference_config(config, set_ or [], resume, RMTrainConfig),
+            out=out,
+            resume=resume,
+            console=_echo,
+        )
+    except FairRLError as err:
+        _fail(err)
+
+
+@rm_app.command(name="compare")
+def rm_compare(
+    config: Annotated[
+        str | None, typer.Argument(help="YAML config shared by every run (fairness.kind is varied).")
+    ] = None,
+    kinds: Annotated[
+        str,
+        typer.Option(help="Objectives: none (BT), regularizer (FR), coefficient (FC), coefficient_paper."),
+    ] = "none,regularizer,coefficient",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    out: Annotated[
+        str, typer.Option(help="Folder of the runs and the comparison report.")
+    ] = "runs/rm_compare",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the config.")] = None,
+) -> None:
+    """Train one reward model per objective and seed; compare them on held-out groups (tables + plot)."""
+    try:
+        from fairrl.errors import ConfigError
+        from fairrl.preference_config import RMTrainConfig
+        from fairrl.recipes.rm import compare_kinds, run_rm_compare
+
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
+        if not seed_list:
+            raise ConfigError("--seeds is empty; give at least one seed")
+        cfg = _preference_config(config, set_ or [], None, RMTrainConfig)
+        run_rm_compare(cfg, compare_kinds(kinds), seed_list, out, console=_echo)
+    except FairRLError as err:
+        _fail(err)
+
+
+@dpo_app.command(name="train")
+def dpo_train(
+    config: Annotated[
+        str | None, typer.Argument(help="YAML config (omit: defaults, SmolLM2 + LoRA on bias pairs).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set fairness.kind=coefficient")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")] = None,
+) -> None:
+    """DPO (optionally FR-DPO / FC-DPO) on preference pairs; per-group implicit-reward metrics."""
+    try:
+        from fairrl.preference_config import DPOTrainConfig
+        from fairrl.recipes.dpo import run_dpo
+
+        run_dpo(
+            _preference_config(config, set_ or [], resume, DPOTrainConfig),
+            out=out,
+            resume=resume,
+            console=_echo,
+        )
+    except FairRLError as err:
+        _fail(err)
+
+
 score_app = typer.Typer(no_args_is_help=True, help="Score predictions made by any system.")
 app.add_typer(score_app, name="score")
 

@@ -262,8 +262,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read YAML (or start from defaults when ``path`` is None), apply overrides, validate."""
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, schema: type[BaseModel] | None = None
+) -> Any:
+    """Read YAML (or start from defaults when ``path`` is None), apply overrides, validate against
+    ``schema`` (default :class:`TrainConfig`; reward-model and DPO runs pass theirs)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -278,7 +281,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         data = loaded or {}
     data = apply_overrides(data, overrides or [])
     try:
-        return TrainConfig.model_validate(data)
+        return (schema or TrainConfig).model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
 

@@ -105,17 +105,22 @@ def evaluate_splits(model, tokenizer, data: RunData, cfg: TrainConfig, console: 
     return results
 
 
+def write_policy(model, tokenizer, folder: Path, base_name: str) -> None:
+    """Weights as safetensors into ``folder`` (adapter + its config naming the base model, or the full model)."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    adapter_cfg = folder / "adapter_config.json"
+    if adapter_cfg.exists():  # name the base as the user did (a built-in name stays portable)
+        data = json.loads(adapter_cfg.read_text())
+        data["base_model_name_or_path"] = base_name
+        adapter_cfg.write_text(json.dumps(data, indent=2))
+
+
 def save_final(cfg: TrainConfig, model, tokenizer, run_dir: Path) -> Path:
-    """Trained weights as safetensors (adapter + its config naming the base model, or the full model)."""
+    """Trained weights under ``run_dir/final`` (written atomically)."""
     final = run_dir / "final"
     with atomic_directory(final) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        adapter_cfg = tmp / "adapter_config.json"
-        if adapter_cfg.exists():  # name the base as the user did (a built-in name stays portable)
-            data = json.loads(adapter_cfg.read_text())
-            data["base_model_name_or_path"] = cfg.model.name_or_path
-            adapter_cfg.write_text(json.dumps(data, indent=2))
+        write_policy(model, tokenizer, tmp, cfg.model.name_or_path)
     return final
 
 

@@ -1,0 +1,457 @@
+"""Preference pairs (chosen over rejected) with the social group each pair probes, and their splits.
+
+Preference learning (a reward model, DPO) needs pairs of responses where one is preferred. This module
+builds them from the packaged bias benchmarks (:func:`stereoset_pairs`, :func:`crows_pairs_pairs`,
+:func:`bbq_pairs`) and reads user preference data from files or the hub (:func:`load_preference_source`,
+e.g. HH-RLHF or BiasDPO). Every pair carries a group under one naming across sources
+(:func:`canonical_group`), so a group can be held out everywhere at once, and a *template* key that ties
+near-duplicate pairs together. :func:`split_pairs` then keeps held-out groups out of training entirely
+and splits the trained groups' templates into train and in-distribution eval, so that no question
+template is seen in training and again in evaluation.
+
+Deviations: the benchmarks are evaluation sets, not preference data; turning them into pairs (the
+less stereotypical sentence preferred, the unknown or the correct BBQ answer preferred) is our
+construction, documented on each builder.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fairrl.data.bbq import CATEGORIES, biased_answer_index, load_bbq, unknown_answer_index
+from fairrl.data.crows_pairs import load_crows_pairs
+from fairrl.data.stereoset import load_stereoset, looks_like_path
+from fairrl.errors import ConfigError, DataError
+
+_ALIASES = {
+    "race_color": "race", "race_ethnicity": "race", "gender_identity": "gender", "ses": "socioeconomic",
+    "disability_status": "disability",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference: ``chosen`` is preferred over ``rejected`` as a reply to ``prompt``."""
+
+    id: str
+    """Unique id, ``<source>/<group>/<native id>``."""
+    prompt: str
+    """Text both responses answer or continue; "" when the responses are whole sentences."""
+    chosen: str
+    """Preferred response."""
+    rejected: str
+    """Dispreferred response."""
+    group: str
+    """Canonical group / bias type (see :func:`canonical_group`), used for splits and metrics."""
+    source: str
+    """``stereoset``, ``crows_pairs``, ``bbq``, or the file / hub id it came from."""
+    template: str = ""
+    """Key of near-duplicate pairs (a BBQ question template, a StereoSet target): a split never puts one
+    key on both sides. "" = the pair is its own template."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Source-specific details (subset, context condition, ...)."""
+
+
+@dataclass(frozen=True)
+class PreferenceSplits:
+    """Pairs split three ways by :func:`split_pairs`; each list keeps the input order."""
+
+    train: list[PreferencePair]
+    """Pairs of the trained groups whose templates were not drawn for eval."""
+    eval: list[PreferencePair]
+    """In-distribution evaluation: held-back templates of the trained groups."""
+    heldout: list[PreferencePair]
+    """Every pair of the held-out groups (never trained on): out-of-distribution evaluation."""
+
+
+def canonical_group(name: str) -> str:
+    """One spelling of a group across sources: lower case, underscores, and aliases merged.
+
+    Why: CrowS-Pairs says ``race-color``, BBQ ``Race_ethnicity`` and StereoSet ``race``; holding out
+    "race" must hold out all three. Unknown names pass through normalised.
+    """
+    key = "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
+    return _ALIASES.get(key, key)
+
+
+# ---------------------------------------------------------------------------- benchmark builders
+def stereoset_pairs(source: str | None = None, split: str = "dev") -> list[PreferencePair]:
+    """StereoSet triples as pairs: the anti-stereotype preferred over the stereotype.
+
+    Intrasentence items have prompt "" and the completed sentences as responses; intersentence items
+    have the context sentence as prompt and the candidate next sentences as responses. The unrelated
+    sentence is not used (it tests language modelling, not bias). Template ``stereoset/<target>``: the
+    items about one target term stay on one side of a split.
+    """
+    return [
+        PreferencePair(
+            id=f"stereoset/{canonical_group(i.bias_type)}/{i.id}", chosen=i.anti_stereotype,
+            prompt=i.context if i.subset == "intersentence" else "", rejected=i.stereotype,
+            group=canonical_group(i.bias_type), source="stereoset", template=f"stereoset/{i.target}",
+            meta={"subset": i.subset},
+        )
+        for i in load_stereoset(source, split=split)
+    ]  # fmt: skip
+
+
+def crows_pairs_pairs(source: str | None = None) -> list[PreferencePair]:
+    """CrowS-Pairs as pairs: the less stereotyping sentence (``sent_less``) over ``sent_more``.
+
+    Prompt "" (both are whole sentences); each pair is its own template ``crows/<index>``. ``meta``
+    keeps the direction (stereo / antistereo): in antistereo pairs the disadvantaged group is in the
+    chosen sentence.
+    """
+    return [
+        PreferencePair(
+            id=f"crows_pairs/{canonical_group(p.bias_type)}/{p.index}", prompt="", chosen=p.sent_less,
+            rejected=p.sent_more, group=canonical_group(p.bias_type), source="crows_pairs",
+            template=f"crows/{p.index}", meta={"direction": p.direction},
+        )
+        for p in load_crows_pairs(source)
+    ]  # fmt: skip
+
+
+def _bbq_pair(item: dict[str, Any]) -> PreferencePair | None:
+    """One BBQ item as a pair (see :func:`bbq_pairs`), or None when it has no biased answer to reject."""
+    biased, unknown, label = biased_answer_index(item), unknown_answer_index(item), int(item["label"])
+    ambiguous = item["context_condition"] == "ambig"
+    if ambiguous:
+        if biased < 0:
+            return None
+        chosen, rejected = unknown, biased
+    else:
+        # The one other person: it is the biased answer whenever the label is not (biased is never unknown).
+        rejected = next(k for k in range(3) if k not in (label, unknown))
+        chosen = label
+    category = item["category"]
+    group = canonical_group(category)
+    return PreferencePair(
+        id=f"bbq/{group}/{category}/{item['example_id']}", group=group, source="bbq",
+        prompt=f"{item['context']} {item['question']}".strip(),
+        chosen=str(item[f"ans{chosen}"]), rejected=str(item[f"ans{rejected}"]),
+        template=f"bbq/{category}/{item['question_index']}",
+        meta={
+            "context_condition": item["context_condition"],
+            # Disambiguated: does the correct answer coincide with the stereotype? None if unknowable.
+            "bias_aligned": None if ambiguous or biased < 0 else biased == label,
+            "question_polarity": item["question_polarity"],
+            "category": category,
+        },
+    )  # fmt: skip
+
+
+def bbq_pairs(source: str | None = None, categories: list[str] | None = None) -> list[PreferencePair]:
+    """BBQ items as pairs; prompt = context and question, responses = answer texts.
+
+    Ambiguous context: the unknown answer is chosen over the biased answer (the context cannot tell who,
+    so naming the stereotyped person is the bias); items whose biased answer is undetermined are skipped.
+    Disambiguated context: the correct answer (``label``) is chosen over the other person. Half of these
+    items are bias-aligned (the correct answer is the stereotyped one), so the preference cannot be
+    learned as a blanket "never name the stereotyped person": the model has to read the context.
+    ``meta["bias_aligned"]`` records which; ``meta["context_condition"]`` the condition. Template
+    ``bbq/<Category>/<question_index>``.
+
+    Deviations: BBQ is a multiple-choice QA benchmark, not preference data; the pairs are our
+    construction. The unknown answer is never the rejected one in a disambiguated item, although it
+    is wrong there too: pairing person against person isolates the bias from plain abstention.
+    """
+    return [p for p in map(_bbq_pair, load_bbq(source, categories)) if p is not None]
+
+
+BUILDERS: dict[str, Callable[[], list[PreferencePair]]] = {
+    "stereoset": stereoset_pairs, "crows_pairs": crows_pairs_pairs, "bbq": bbq_pairs,
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- files and hub data
+def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(where, row) per record of a .jsonl, .json (list of objects) or .csv file."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read the preference file {path} ({err}); pass a UTF-8 file") from None
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines(keepends=True))
+        return [(f"{path} line {reader.line_num}", dict(row)) for row in reader]
+    if suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                rows.append((f"{path} line {n}", _json(line, f"{path} line {n}")))
+        return rows
+    if suffix == ".json":
+        doc = _json(text, str(path)) if text.strip() else []
+        if not isinstance(doc, list):
+            raise DataError(f"{path} must hold a JSON list of objects, got {type(doc).__name__}")
+        return [(f"{path} item {n}", row) for n, row in enumerate(doc)]
+    raise DataError(f"preference file {path} has suffix {suffix!r}; use .jsonl, .json or .csv")
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where} is not valid JSON ({err.msg}); fix the file") from None
+
+
+def _hub_rows(source: str, split: str) -> list[tuple[str, dict[str, Any]]]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"preference source {source!r} is not a local path, so it was taken as a hub id, but the "
+            "`datasets` package is not installed (pip install datasets); or pass a local .jsonl/.json/.csv"
+        ) from None
+    try:
+        loaded = datasets.load_dataset(source, split=split)
+        rows = [dict(r) for r in loaded]
+    except Exception as err:  # hub errors are many; all mean "not reachable or not found"
+        raise DataError(
+            f"could not load split {split!r} of the hub id {source!r} ({type(err).__name__}: {err}); "
+            "check the id and data.hub_split, or pass a local .jsonl/.json/.csv file"
+        ) from None
+    return [(f"hub dataset {source!r} row {n}", row) for n, row in enumerate(rows)]
+
+
+def _chat(value: list[Any], column: str, where: str) -> list[dict[str, Any]]:
+    if not value or not all(isinstance(m, dict) and "content" in m for m in value):
+        raise DataError(f"{where}: {column!r} is a list but not of {{role, content}} chat messages")
+    return value
+
+
+def _messages_text(messages: list[dict[str, Any]]) -> str:
+    """A chat prefix as plain text: one message as its content, several as ``role: content`` blocks."""
+    if len(messages) == 1:
+        return str(messages[0]["content"] or "").strip()
+    return "\n\n".join(f"{m.get('role', 'user')}: {m['content']}" for m in messages).strip()
+
+
+def _response(value: Any, column: str, where: str) -> tuple[str, list[dict[str, Any]]]:
+    """(response text, earlier chat messages) of a chosen / rejected cell, plain or conversational."""
+    if isinstance(value, list):
+        messages = _chat(value, column, where)
+        return str(messages[-1]["content"] or "").strip(), messages[:-1]
+    if value is not None and not isinstance(value, str):
+        raise DataError(f"{where}: {column!r} must be a string or chat messages, got {type(value).__name__}")
+    return (value or "").strip(), []
+
+
+def _check_columns(rows: list[tuple[str, dict[str, Any]]], wanted: dict[str, str | None], where: str) -> None:
+    """ONE error naming every missing column, the columns present and the config keys to set."""
+    present = list(dict.fromkeys(k for _, row in rows for k in row))
+    missing = {key: col for key, col in wanted.items() if col is not None and col not in present}
+    if missing:
+        raise DataError(
+            f"{where} lacks column(s) {list(missing.values())}; its columns are {present}; set "
+            + " and ".join(f"data.{key}" for key in missing)
+            + " to the column(s) holding them"
+        )
+
+
+def load_preference_source(
+    source: str,
+    *,
+    prompt_column: str = "prompt",
+    chosen_column: str = "chosen",
+    rejected_column: str = "rejected",
+    group_column: str | None = None,
+    split: str = "train",
+) -> list[PreferencePair]:
+    """Pairs from a local .jsonl / .json / .csv file or a hub id (``datasets.load_dataset(id, split=)``).
+
+    Chosen and rejected must be non-empty and differ. A cell may be a list of chat messages (the
+    conversational format of HH-RLHF copies): the last message is the response and, when the row has
+    no prompt, the earlier messages form it. The prompt column is optional ("" when absent); the group
+    comes from ``group_column`` or, without one, is the source's base name. Pairs that share a
+    non-empty prompt share a template, so a split never puts one prompt on both sides.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        rows, where = _read_rows(path), str(path)
+    elif path.exists():
+        raise DataError(f"preference source {source} is a folder; pass a .jsonl, .json or .csv file")
+    elif looks_like_path(source):
+        raise DataError(f"the preference file {source} does not exist; pass an existing file or a hub id")
+    else:
+        rows, where = _hub_rows(source, split), f"hub dataset {source!r}"
+    if not rows:
+        raise DataError(f"{where} holds no rows; pass a file or split with preference pairs")
+    if bad := next((w for w, row in rows if not isinstance(row, dict)), None):
+        raise DataError(f"{bad} is not an object with named columns; each row needs chosen and rejected")
+    keys = {"chosen_column": chosen_column, "rejected_column": rejected_column, "group_column": group_column}
+    _check_columns(rows, keys, where)
+    default_group = canonical_group(path.stem if path.is_file() else source.rstrip("/").split("/")[-1])
+    pairs = []
+    for n, (at, row) in enumerate(rows):
+        chosen, earlier = _response(row.get(chosen_column), chosen_column, at)
+        rejected, _ = _response(row.get(rejected_column), rejected_column, at)
+        if not chosen or not rejected:
+            raise DataError(f"{at}: {chosen_column!r} and {rejected_column!r} must both be non-empty")
+        if chosen == rejected:
+            raise DataError(f"{at}: chosen and rejected are the same text (prefers nothing); drop the row")
+        raw_prompt = row.get(prompt_column)
+        if isinstance(raw_prompt, list):
+            prompt = _messages_text(_chat(raw_prompt, prompt_column, at))
+        elif raw_prompt not in (None, ""):
+            prompt = str(raw_prompt).strip()
+        else:  # no prompt column: a conversational pair carries its prompt before the last message
+            prompt = _messages_text(earlier) if earlier else ""
+        group = default_group
+        if group_column is not None:
+            group = canonical_group(str(row.get(group_column) or ""))
+            if not group:
+                raise DataError(f"{at}: group column {group_column!r} is empty; fill it or drop the row")
+        # Rows sharing a prompt share a template, so a split never shows one prompt on both sides.
+        template = f"{source}/prompt/{hashlib.sha1(prompt.encode()).hexdigest()[:12]}" if prompt else ""
+        pairs.append(
+            PreferencePair(f"{source}/{group}/{n}", prompt, chosen, rejected, group, source, template)
+        )
+    return pairs
+
+
+# ------------------------------------------------------------------------------ mixing and splits
+def _template_key(pair: PreferencePair) -> str:
+    return pair.template or pair.id
+
+
+def _cap(pairs: list[PreferencePair], cap: int, rng: random.Random) -> list[PreferencePair]:
+    """At most ``cap`` pairs drawn uniformly with ``rng``, in input order.
+
+    Pairs, not whole templates, are drawn: a capped BBQ category then still spans all its question
+    templates (diverse training, several templates left for eval) instead of a handful of them.
+    """
+    return [pairs[k] for k in sorted(rng.sample(range(len(pairs)), min(cap, len(pairs))))]
+
+
+def _wanted_groups(groups: Iterable[str] | None) -> set[str] | None:
+    if groups is None:
+        return None
+    return {canonical_group(g) for g in ([groups] if isinstance(groups, str) else groups)}
+
+
+def build_preference_pairs(
+    sources: list[str],
+    *,
+    groups: list[str] | None = None,
+    max_pairs_per_group: int | None = None,
+    seed: int = 0,
+    prompt_column: str = "prompt",
+    chosen_column: str = "chosen",
+    rejected_column: str = "rejected",
+    group_column: str | None = None,
+    hub_split: str = "train",
+) -> list[PreferencePair]:
+    """Pairs of every source, filtered to ``groups`` and capped per (source, group), ids unique.
+
+    ``stereoset``, ``crows_pairs`` and ``bbq`` name the packaged benchmarks; anything else goes to
+    :func:`load_preference_source` with the column options. The cap is a uniform sample seeded by
+    (``seed``, source, group), so it does not change when other sources are added. A repeated id keeps
+    its first pair.
+    """
+    if isinstance(sources, str) or not sources:
+        raise ConfigError(
+            "data.sources must be a non-empty list of stereoset, crows_pairs, bbq, files, hub ids"
+        )
+    if max_pairs_per_group is not None and max_pairs_per_group < 1:
+        raise ConfigError(f"data.max_pairs_per_group must be at least 1 or null, got {max_pairs_per_group}")
+    wanted = _wanted_groups(groups)
+    pairs: list[PreferencePair] = []
+    known: set[str] = set()
+    for source in sources:
+        name = str(source).strip().lower().replace("-", "_")
+        if name == "bbq" and wanted is not None:
+            # Loading all of BBQ takes seconds; read only the categories that survive the filter.
+            known |= {canonical_group(c) for c in CATEGORIES}
+            cats = [c for c in CATEGORIES if canonical_group(c) in wanted]
+            loaded = bbq_pairs(categories=cats) if cats else []
+        elif name in BUILDERS:
+            loaded = BUILDERS[name]()
+        else:
+            loaded = load_preference_source(
+                str(source), prompt_column=prompt_column, chosen_column=chosen_column,
+                rejected_column=rejected_column, group_column=group_column, split=hub_split,
+            )  # fmt: skip
+        known |= {p.group for p in loaded}
+        pairs.extend(loaded)
+    if wanted is not None:
+        if unknown := sorted(wanted - known):
+            raise ConfigError(
+                f"data.groups names group(s) {unknown} that no source has; "
+                f"available: {', '.join(sorted(known))}"
+            )
+        pairs = [p for p in pairs if p.group in wanted]
+    unique: dict[str, PreferencePair] = {}
+    for p in pairs:
+        unique.setdefault(p.id, p)  # a repeated id (a source listed twice) keeps its first pair
+    pairs = list(unique.values())
+    if max_pairs_per_group is not None:
+        by_key: dict[tuple[str, str], list[PreferencePair]] = {}
+        for p in pairs:
+            by_key.setdefault((p.source, p.group), []).append(p)
+        kept = set()
+        for key in sorted(by_key):
+            rng = random.Random(f"{seed}/{key[0]}/{key[1]}")  # str seeds are hashed stably (sha512)
+            kept |= {p.id for p in _cap(by_key[key], max_pairs_per_group, rng)}
+        pairs = [p for p in pairs if p.id in kept]
+    if not pairs:
+        raise DataError(
+            f"no preference pairs in {list(sources)} for groups {groups or 'all'}; widen data.groups"
+        )
+    return pairs
+
+
+def split_pairs(
+    pairs: list[PreferencePair], heldout_groups: Iterable[str], eval_fraction: float, seed: int
+) -> PreferenceSplits:
+    """Train / in-distribution eval / held-out-group splits with no template on two sides.
+
+    Pairs of ``heldout_groups`` all go to ``heldout``. Within each other group, templates (the pair's
+    template, else its id; keyed per group, as no built-in template spans two groups) are shuffled with ``seed`` and ``round(eval_fraction * n)`` of them go to
+    eval: at least one when the group has two or more, and never all, so each group still trains; a
+    one-template group stays in train. Deterministic for a seed; each list keeps the input order.
+    """
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ConfigError(f"data.eval_fraction must be in [0, 1), got {eval_fraction}")
+    available = sorted({p.group for p in pairs})
+    held = _wanted_groups(heldout_groups) or set()
+    if absent := sorted(held - set(available)):
+        raise ConfigError(
+            f"data.heldout_groups names group(s) {absent} absent from the data; "
+            f"available: {', '.join(available)}"
+        )
+    templates: dict[str, dict[str, None]] = {}  # group -> its template keys (a dict: fast membership)
+    for p in pairs:
+        if p.group not in held:
+            templates.setdefault(p.group, {})[_template_key(p)] = None
+    rng = random.Random(seed)
+    to_eval: set[tuple[str, str]] = set()
+    for group in sorted(templates):
+        keys = sorted(templates[group])  # sorted first: the draw must not depend on the input order
+        rng.shuffle(keys)
+        n = min(max(round(eval_fraction * len(keys)), 1), len(keys) - 1) if eval_fraction > 0 else 0
+        to_eval |= {(group, k) for k in keys[:n]}
+    train = [p for p in pairs if p.group not in held and (p.group, _template_key(p)) not in to_eval]
+    if not train:
+        raise DataError(
+            f"every group is held out ({', '.join(available)}), so nothing is left to train on; "
+            "shorten data.heldout_groups"
+        )
+    return PreferenceSplits(
+        train=train,
+        eval=[p for p in pairs if (p.group, _template_key(p)) in to_eval],
+        heldout=[p for p in pairs if p.group in held],
+    )
+
+
+def group_counts(pairs: Iterable[PreferencePair]) -> dict[str, int]:
+    """Pairs per group, sorted by group name (for logs and run summaries)."""
+    return dict(sorted(Counter(p.group for p in pairs).items()))

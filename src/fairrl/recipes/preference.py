@@ -1,0 +1,239 @@
+"""One loop for pairwise preference learning (reward models and DPO): data -> batches -> fair loss -> update.
+
+A :class:`PairLearner` turns a batch of :class:`~fairrl.data.preferences.PreferencePair` into margins
+a_i and per-pair losses l_i; this loop reduces them with the configured fairness objective
+(:func:`fairrl.losses.fairness.fair_preference_loss`), steps AdamW, logs, checkpoints, and finally
+evaluates per group on the in-distribution and held-out splits.
+
+Run folder (``runs/<run_name>/`` or ``--out``)::
+
+    config.yaml       resolved config          data.json     pair counts per split and group
+    metrics.jsonl     one row per logged step  tensorboard/  the same as events
+    checkpoints/      atomic step-NNNNNN/ + latest (``--resume`` continues from here)
+    final/            the trained model (safetensors)
+    results.json      per-group metrics on the eval and held-out splits
+    report.md, *.png  markdown report and plots
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from fairrl.config import dump_config
+from fairrl.data.preferences import (
+    PreferencePair,
+    PreferenceSplits,
+    build_preference_pairs,
+    group_counts,
+    split_pairs,
+)
+from fairrl.errors import ConfigError, FairRLError
+from fairrl.eval.preference import preference_metrics
+from fairrl.fsutil import atomic_directory, write_json_atomic, write_text_atomic
+from fairrl.losses.fairness import FairnessSettings, fair_preference_loss
+from fairrl.preference_config import PreferenceDataConfig, _PreferenceRun
+from fairrl.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fairrl.trainer.logging import MetricsLogger
+
+Console = Callable[[str], None]
+
+
+class PairLearner(Protocol):
+    """What the loop needs from a reward model or a DPO policy."""
+
+    model: torch.nn.Module
+
+    def margins(self, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(margins a ``[B]``, per-pair losses l ``[B]``, auxiliary loss ``[]``) with gradient."""
+        ...
+
+    def eval_margins(self, pairs: Sequence[PreferencePair]) -> list[float]:
+        """Margins without gradient, for evaluation."""
+        ...
+
+    def save(self, folder: Path) -> None:
+        """Write the trained model into ``folder``."""
+        ...
+
+
+def load_pairs(data: PreferenceDataConfig, seed: int) -> PreferenceSplits:
+    """Build the configured pairs and split them by group and template."""
+    pairs = build_preference_pairs(
+        data.sources, groups=data.groups, max_pairs_per_group=data.max_pairs_per_group, seed=seed,
+        prompt_column=data.prompt_column, chosen_column=data.chosen_column,
+        rejected_column=data.rejected_column, group_column=data.group_column, hub_split=data.hub_split,
+    )  # fmt: skip
+    return split_pairs(pairs, data.heldout_groups, data.eval_fraction, seed)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """Pair order of one epoch: a permutation drawn from (seed, epoch), so a resumed run sees the same."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def batch_at(pairs: Sequence[PreferencePair], step: int, batch_size: int, seed: int) -> list[PreferencePair]:
+    """Training batch number ``step`` (0-based): consecutive slices of per-epoch shuffles; the last
+    slice of an epoch is short rather than mixed with the next epoch."""
+    per_epoch = math.ceil(len(pairs) / batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = epoch_order(len(pairs), seed, epoch)
+    return [pairs[i] for i in order[k * batch_size : (k + 1) * batch_size]]
+
+
+def total_steps(cfg: _PreferenceRun, n_train: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_train_epochs * math.ceil(n_train / cfg.per_device_train_batch_size)))
+
+
+def make_optimizer(cfg: _PreferenceRun, model: torch.nn.Module, steps: int):
+    """AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0 (TRL's default)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)  # type: ignore[attr-defined]
+    warm = math.ceil(cfg.warmup_ratio * steps)
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        return max(0.0, (steps - s) / max(1, steps - warm))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_step(learner: PairLearner, pairs: Sequence[PreferencePair], settings: FairnessSettings,
+               optimizer, scheduler, max_grad_norm: float | None) -> dict[str, float]:  # fmt: skip
+    """One update on a batch; returns the loss and its parts (TRL-style names)."""
+    margins, per_pair, aux = learner.margins(pairs)
+    try:
+        loss, stats = fair_preference_loss(per_pair, margins, settings)
+    except ValueError as err:
+        raise FairRLError(f"training diverged: {err}; lower learning_rate or enable max_grad_norm") from None
+    loss = loss + aux
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
+    optimizer.step()
+    scheduler.step()
+    return {
+        "loss": loss.item(), "aux_loss": float(aux), "grad_norm": grad_norm.item(),
+        "learning_rate": scheduler.get_last_lr()[0], **stats,
+    }  # fmt: skip
+
+
+def evaluate_learner(
+    learner: PairLearner, splits: PreferenceSplits, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Per-group preference metrics of the eval (trained groups) and held-out (unseen groups) splits."""
+    out: dict[str, Any] = {}
+    for name, pairs in (("eval", splits.eval), ("heldout", splits.heldout)):
+        if pairs:
+            margins = learner.eval_margins(pairs)
+            out[name] = preference_metrics(margins, [p.group for p in pairs], n_boot=n_boot, seed=seed)
+    return out
+
+
+@dataclass
+class PreferenceRun:
+    """A configured run: its folder, config and the data it trains and evaluates on."""
+
+    cfg: _PreferenceRun
+    run_dir: Path
+    splits: PreferenceSplits
+    kind: str  # "rm" | "dpo"
+
+
+def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | None,
+                console: Console) -> PreferenceRun:  # fmt: skip
+    """Resolve the run folder, save the config, build and describe the data."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(resume) if resume else Path(out) if out else Path(cfg.output_dir) / cfg.run_name  # type: ignore[attr-defined]
+    if resume and latest_checkpoint(run_dir) is None:
+        raise ConfigError(f"--resume {resume}: no checkpoint found under {run_dir / 'checkpoints'}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    console("resolved config:\n" + dump_config(cfg))
+    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    splits = load_pairs(cfg.data, cfg.seed)
+    counts = {name: group_counts(getattr(splits, name)) for name in ("train", "eval", "heldout")}
+    write_json_atomic(run_dir / "data.json", counts)
+    console("pairs: " + ", ".join(f"{k} {sum(v.values())} ({len(v)} groups)" for k, v in counts.items()))
+    return PreferenceRun(cfg, run_dir, splits, kind)
+
+
+def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, progress: bool = True) -> int:
+    """Train ``learner`` on the run's pairs with checkpoints and resume; returns the steps done."""
+    cfg, run_dir = run.cfg, run.run_dir
+    f = cfg.fairness
+    settings = FairnessSettings(kind=f.kind, alpha=f.alpha, gamma=f.gamma, tau=f.tau)
+    steps = total_steps(cfg, len(run.splits.train))
+    optimizer, scheduler = make_optimizer(cfg, learner.model, steps)
+    ckpt = latest_checkpoint(run_dir)
+    start = 0
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, learner.model, optimizer, scheduler)["step"]
+        console(f"resumed from {ckpt} (step {start})")
+    logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=start if ckpt else None)
+    deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
+    learner.model.train()
+    step, window, t_window = start, 0, time.perf_counter()
+    bar = tqdm(total=steps, initial=start, desc=run.kind, disable=not progress, dynamic_ncols=True)
+    try:
+        while step < steps:
+            batch = batch_at(run.splits.train, step, cfg.per_device_train_batch_size, cfg.seed)
+            metrics = train_step(learner, batch, settings, optimizer, scheduler, cfg.max_grad_norm)
+            step += 1
+            window += len(batch)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")
+            if step % cfg.logging_steps == 0 or step == steps:
+                metrics["pairs_per_second"] = window / max(time.perf_counter() - t_window, 1e-9)
+                metrics["epoch"] = step * cfg.per_device_train_batch_size / len(run.splits.train)
+                logger.log(step, metrics)
+                window, t_window = 0, time.perf_counter()
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            if step % cfg.save_steps == 0 or step == steps or out_of_time:
+                save_checkpoint(
+                    run_dir, step, learner.model, optimizer, scheduler, {}, keep=cfg.keep_checkpoints
+                )
+            if out_of_time:
+                console(f"\nstopping at step {step}: max_minutes={cfg.max_minutes} reached")
+                break
+    finally:
+        bar.close()
+        logger.close()
+    learner.model.eval()
+    return step
+
+
+def finish_run(run: PreferenceRun, learner: PairLearner, steps: int, seconds: float,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Save the final model, evaluate per group and write ``results.json``; returns the results."""
+    with atomic_directory(run.run_dir / "final") as tmp:
+        learner.save(tmp)
+    results = {
+        "schema_version": 1,
+        "kind": run.kind,
+        "fairness": run.cfg.fairness.model_dump(),
+        "seed": run.cfg.seed,
+        "steps": steps,
+        "train_seconds": seconds,
+        "n_train": len(run.splits.train),
+        **(extra or {}),
+        **evaluate_learner(learner, run.splits, run.cfg.n_boot, run.cfg.seed),
+    }
+    write_json_atomic(run.run_dir / "results.json", results)
+    return results
