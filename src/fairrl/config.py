@@ -91,6 +91,9 @@ class RewardSpec(_Strict):
     """Built-in reward name or a dotted path ``package.module:function`` to a TRL-style reward function."""
     weight: float = 1.0
     """Weight in the combination."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword options of a configurable reward, e.g. bias_rm: {model: runs/bias_rm}; a user function
+    receives them as keyword arguments on every call."""
 
 
 class AlgorithmConfig(_Strict):
@@ -262,16 +265,37 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def packaged_config_names() -> list[str]:
+    """Names of the configs shipped inside the package (``fairrl/configs/<name>.yaml``)."""
+    from importlib import resources
+
+    folder = resources.files("fairrl") / "configs"
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
+def packaged_config(name: str) -> Path | None:
+    """The packaged config called ``name`` (e.g. ``biasgrpo``), unless ``name`` is an existing path."""
+    from importlib import resources
+
+    if Path(name).exists() or name not in packaged_config_names():
+        return None
+    return Path(str(resources.files("fairrl") / "configs" / f"{name}.yaml"))
+
+
 def load_config(
     path: str | Path | None, overrides: list[str] | None = None, schema: type[BaseModel] | None = None
 ) -> Any:
-    """Read YAML (or start from defaults when ``path`` is None), apply overrides, validate against
+    """Read YAML (a file, or a packaged config name such as ``biasgrpo``; defaults when ``path`` is None),
+    apply overrides, validate against
     ``schema`` (default :class:`TrainConfig`; reward-model and DPO runs pass theirs)."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        p = packaged_config(str(path)) or Path(path)
         if not p.exists():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
+            raise ConfigError(
+                f"config file {str(p)!r} does not exist; give a YAML file or a packaged config name "
+                f"({', '.join(packaged_config_names())})"
+            )
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as err:

@@ -195,6 +195,7 @@ def score_texts(model: RewardModel, tokenizer, prompts: list[str], responses: li
 
 def save_reward_model(model: RewardModel, tokenizer, folder: Path, meta: dict[str, Any]) -> None:
     """Write the model into ``folder`` (which the caller makes atomic); LoRA adapters are merged first."""
+    _quiet_transformers()
     backbone = model.backbone
     if hasattr(backbone, "merge_and_unload"):
         import copy

@@ -38,6 +38,8 @@ class DPOLearner:
 
     def __init__(self, model, tokenizer, cfg: DPOTrainConfig, reference=None):
         self.model, self.tokenizer, self.cfg, self.reference = model, tokenizer, cfg, reference
+        if reference is not None:  # a frozen copy for full fine-tuning: never trained, never in dropout
+            reference.eval().requires_grad_(False)
         self.device = next(model.parameters()).device
         self._ref: dict[str, tuple[float, float]] = {}  # pair id -> (log pi_ref(y_w|x), log pi_ref(y_l|x))
 
@@ -107,11 +109,7 @@ def per_group_sample(pairs: Sequence[PreferencePair], n: int, seed: int) -> list
 def build_dpo_learner(cfg: DPOTrainConfig) -> DPOLearner:
     device = resolve_device(cfg.model.device)
     tokenizer, model = build_policy(cfg, device)  # type: ignore[arg-type]
-    reference = None
-    if cfg.model.lora is None:
-        reference = copy.deepcopy(model).eval()
-        for p in reference.parameters():
-            p.requires_grad_(False)
+    reference = copy.deepcopy(model) if cfg.model.lora is None else None
     return DPOLearner(model, tokenizer, cfg, reference)
 
 

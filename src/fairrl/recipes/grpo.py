@@ -100,7 +100,7 @@ class GRPOStep:
         self.tokenizer = tokenizer
         self.device = device
         self.encode = PromptEncoder(tokenizer, self.alg.max_prompt_length)
-        self.reward_fns = {spec.name: get_reward(spec.name) for spec in cfg.rewards.functions}
+        self.reward_fns = {spec.name: get_reward(spec.name, spec.options) for spec in cfg.rewards.functions}
         self.reward_weights = [spec.weight for spec in cfg.rewards.functions]
         eos = tokenizer.eos_token_id
         self.eos_ids = sorted({eos} | set(_as_list(getattr(policy.generation_config, "eos_token_id", None))))

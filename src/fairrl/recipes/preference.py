@@ -152,6 +152,7 @@ class PreferenceRun:
     run_dir: Path
     splits: PreferenceSplits
     kind: str  # "rm" | "dpo"
+    resume: bool = False
 
 
 def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | None,
@@ -162,6 +163,11 @@ def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | N
     run_dir = Path(resume) if resume else Path(out) if out else Path(cfg.output_dir) / cfg.run_name  # type: ignore[attr-defined]
     if resume and latest_checkpoint(run_dir) is None:
         raise ConfigError(f"--resume {resume}: no checkpoint found under {run_dir / 'checkpoints'}")
+    if not resume and (latest_checkpoint(run_dir) is not None or (run_dir / "results.json").exists()):
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out "
+            "(or delete the folder) to start over"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     console("resolved config:\n" + dump_config(cfg))
     write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
@@ -171,7 +177,7 @@ def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | N
     counts = {name: group_counts(getattr(splits, name)) for name in ("train", "eval", "heldout")}
     write_json_atomic(run_dir / "data.json", counts)
     console("pairs: " + ", ".join(f"{k} {sum(v.values())} ({len(v)} groups)" for k, v in counts.items()))
-    return PreferenceRun(cfg, run_dir, splits, kind)
+    return PreferenceRun(cfg, run_dir, splits, kind, resume=bool(resume))
 
 
 def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, progress: bool = True) -> int:
@@ -181,7 +187,7 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
     settings = FairnessSettings(kind=f.kind, alpha=f.alpha, gamma=f.gamma, tau=f.tau)
     steps = total_steps(cfg, len(run.splits.train))
     optimizer, scheduler = make_optimizer(cfg, learner.model, steps)
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_checkpoint(run_dir) if run.resume else None
     start = 0
     if ckpt is not None:
         start = load_checkpoint(ckpt, learner.model, optimizer, scheduler)["step"]

@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 from fairrl.config import TrainConfig, dump_config, load_config
 from fairrl.errors import ConfigError
 from fairrl.fsutil import atomic_directory, write_json_atomic, write_text_atomic
-from fairrl.models.loading import LoraSettings, apply_lora, count_parameters, load_model, load_tokenizer
+from fairrl.models.loading import (
+    LoraSettings,
+    _quiet_transformers,
+    apply_lora,
+    count_parameters,
+    load_model,
+    load_tokenizer,
+)
 from fairrl.recipes.datasets import RunData, build_run_data
 from fairrl.recipes.grpo import (
     GRPOStep,
@@ -107,6 +114,7 @@ def evaluate_splits(model, tokenizer, data: RunData, cfg: TrainConfig, console: 
 
 def write_policy(model, tokenizer, folder: Path, base_name: str) -> None:
     """Weights as safetensors into ``folder`` (adapter + its config naming the base model, or the full model)."""
+    _quiet_transformers()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     adapter_cfg = folder / "adapter_config.json"

@@ -1,13 +1,30 @@
 """Reward functions (TRL contract) and their registry; importing this registers the built-ins.
 
 Built-ins: ``bbq_correct``, ``bbq_antibias``, ``bbq_overcaution``, ``bbq_format`` (BBQ rows),
-``reasoning_correct``, ``reasoning_exact``, ``answer_format`` (reasoning rows). Each returns None on
+``reasoning_correct``, ``reasoning_exact``, ``answer_format`` (reasoning rows); ``bias_rm`` (a trained
+fairrl reward model, configured with ``options: {model: RUN_OR_FOLDER}``). Each returns None on
 rows of other sources. ``get_reward`` also resolves ``package.module:function`` to a user's own function.
 """
 
 from __future__ import annotations
 
-from fairrl.rewards import bbq, format, reasoning  # noqa: F401  (registers built-ins)
-from fairrl.rewards.base import REWARDS, completion_text, evaluate_rewards, get_reward, register_reward
+from fairrl.rewards import bbq, bias_rm, format, reasoning  # noqa: F401  (registers built-ins)
+from fairrl.rewards.base import (
+    REWARD_FACTORIES,
+    REWARDS,
+    completion_text,
+    evaluate_rewards,
+    get_reward,
+    register_reward,
+    register_reward_factory,
+)
 
-__all__ = ["REWARDS", "completion_text", "evaluate_rewards", "get_reward", "register_reward"]
+__all__ = [
+    "REWARDS",
+    "REWARD_FACTORIES",
+    "completion_text",
+    "evaluate_rewards",
+    "get_reward",
+    "register_reward",
+    "register_reward_factory",
+]

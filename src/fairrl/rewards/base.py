@@ -8,6 +8,8 @@ them, and ``None`` means "not applicable to this sample". A user's TRL reward fu
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import numbers
@@ -57,11 +59,43 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
-def get_reward(name: str) -> RewardFn:
-    """A built-in reward by name, or a user function by dotted path (``pkg.module:fn`` or ``pkg.module.fn``)."""
+RewardFactory = Callable[..., RewardFn]
+REWARD_FACTORIES: dict[str, RewardFactory] = {}
+
+
+def register_reward_factory(name: str) -> Callable[[RewardFactory], RewardFactory]:
+    """Decorator adding a configurable built-in (``factory(**options) -> reward fn``) under ``name``."""
+
+    def wrap(factory: RewardFactory) -> RewardFactory:
+        REWARD_FACTORIES[name] = factory
+        return factory
+
+    return wrap
+
+
+def _options_error(name: str, factory: Callable[..., Any], err: TypeError) -> ConfigError:
+    params = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
+    return ConfigError(f"reward {name!r}: bad options ({err}); it takes {', '.join(params) or 'none'}")
+
+
+def get_reward(name: str, options: dict[str, Any] | None = None) -> RewardFn:
+    """A reward function by name: a built-in, a configurable built-in built with ``options`` (e.g.
+    ``bias_rm``), or a user function by dotted path (``pkg.module:fn``), to which ``options`` are bound
+    as keyword arguments."""
+    options = dict(options or {})
+    if name in REWARD_FACTORIES:
+        factory = REWARD_FACTORIES[name]
+        try:
+            inspect.signature(factory).bind(**options)
+        except TypeError as err:
+            raise _options_error(name, factory, err) from None
+        return factory(**options)
     if name in REWARDS:
+        if options:
+            raise ConfigError(f"reward {name!r} takes no options; remove its options: {sorted(options)}")
         return REWARDS[name]
-    return import_callable(name, "reward", REWARDS, "function, like my_package.rewards:my_reward")
+    fn = import_callable(name, "reward", [*REWARDS, *REWARD_FACTORIES], "function, like my_package.rewards:my_reward")
+    return functools.partial(fn, **options) if options else fn
 
 
 def _sample_text(prompts: list, completions: list, i: int) -> str:
