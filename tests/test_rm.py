@@ -281,3 +281,13 @@ def test_bias_rm_reward_in_fairrl_train(rm_dir, tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     keys = [k for k in rows[0] if "bias_rm" in k]
     assert keys and all(isinstance(r[keys[0]], float) for r in rows), rows[0]
+
+
+def test_chunked_forward_by_length_equals_one_forward(minilm_tokenizer):
+    from fairrl.models.reward_model import rewards_by_length
+
+    model = tiny_rm(minilm_tokenizer).eval()
+    texts = ["a", "a much longer response with many more words in it", "mid length text", "b c", "x y z w"]
+    enc = encode_pair_texts(minilm_tokenizer, ["ctx"] * 5, texts, 64, decoder=False)
+    with torch.no_grad():
+        assert rewards_by_length(model, enc, chunks=3).tolist() == pytest.approx(model(**enc).tolist(), abs=1e-5)

@@ -169,6 +169,20 @@ def encode_pair_texts(tokenizer, prompts: list[str], responses: list[str], max_l
     return out
 
 
+def rewards_by_length(model: RewardModel, enc: dict[str, torch.Tensor], chunks: int = 4) -> torch.Tensor:
+    """``model(**enc)`` ``[B]`` computed in ``chunks`` forwards over rows sorted by length, each cut to its
+    own longest row. Exact (rows are right-padded and independent); mixed batches of short sentences and
+    long BBQ contexts waste ~60% of their tokens on padding in one forward, ~25% in four."""
+    lengths = enc["attention_mask"].sum(1)  # [B]
+    order = torch.argsort(lengths)
+    out = []
+    for idx in torch.tensor_split(order, min(chunks, len(order))):
+        width = int(lengths[idx].max())
+        out.append(model(**{k: v[idx, :width] for k, v in enc.items()}))
+    rewards = torch.cat(out)  # [B] in sorted order
+    return rewards[torch.argsort(order)]  # [B] back in input order
+
+
 def reward_device(model: RewardModel) -> torch.device:
     return next(model.parameters()).device
 

@@ -20,6 +20,7 @@ from fairrl.models.reward_model import (
     RewardModel,
     build_reward_model,
     encode_pair_texts,
+    rewards_by_length,
     save_reward_model,
     score_texts,
 )
@@ -41,7 +42,7 @@ class RMLearner:
         prompts = [p.prompt for p in pairs] * 2
         responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
         enc = encode_pair_texts(self.tokenizer, prompts, responses, self.cfg.max_length, self.model.decoder)
-        r = self.model(**{k: v.to(self.device) for k, v in enc.items()}).float()  # [2B]
+        r = rewards_by_length(self.model, {k: v.to(self.device) for k, v in enc.items()}).float()  # [2B]
         return r[: len(pairs)], r[len(pairs) :]
 
     def margins(self, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
