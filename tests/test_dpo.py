@@ -14,7 +14,7 @@ from fairrl.data.preferences import PreferencePair
 from fairrl.models.loading import LoraSettings, apply_lora
 from fairrl.preference_config import DPOTrainConfig
 from fairrl.recipes.dpo import DPOLearner, per_group_sample, run_dpo
-from tests.tiny import tiny_policy
+from tests.tiny import saved_tiny_policy, tiny_policy
 
 runner = CliRunner()
 
@@ -101,10 +101,7 @@ def test_per_group_sample_caps_each_group():
 
 @pytest.fixture
 def model_dir(tmp_path):
-    tok, model = tiny_policy()
-    model.save_pretrained(tmp_path / "m", safe_serialization=True)
-    tok.save_pretrained(tmp_path / "m")
-    return tmp_path / "m"
+    return saved_tiny_policy(tmp_path / "m")
 
 
 @pytest.mark.parametrize("kind", ["regularizer", "coefficient"])

@@ -263,11 +263,9 @@ def test_rm_compare_rejects_bad_kinds_and_seeds(tmp_path):
 
 def test_bias_rm_reward_in_fairrl_train(rm_dir, tmp_path):
     """BiasGRPO's shape: GRPO on packaged BBQ with bbq_correct + bias_rm, a tiny policy and a tiny RM."""
-    from tests.tiny import tiny_policy
+    from tests.tiny import saved_tiny_policy
 
-    tok, model = tiny_policy()
-    model.save_pretrained(tmp_path / "m", safe_serialization=True)
-    tok.save_pretrained(tmp_path / "m")
+    saved_tiny_policy(tmp_path / "m")
     sets = [
         f"model.name_or_path={tmp_path / 'm'}", "model.lora={r: 4, alpha: 8}", "max_steps=2", "save_steps=1",
         "algorithm.num_generations=2", "algorithm.prompts_per_step=2", "algorithm.max_completion_length=4",
@@ -291,3 +289,16 @@ def test_chunked_forward_by_length_equals_one_forward(minilm_tokenizer):
     enc = encode_pair_texts(minilm_tokenizer, ["ctx"] * 5, texts, 64, decoder=False)
     with torch.no_grad():
         assert rewards_by_length(model, enc, chunks=3).tolist() == pytest.approx(model(**enc).tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize(("name", "kind"), [("rm", "rm"), ("dpo", "dpo"), ("biasgrpo", "train"), ("demo", "train")])
+def test_packaged_configs_validate_by_name(name, kind):
+    result = runner.invoke(app, ["config", name, "--kind", kind])
+    assert result.exit_code == 0, result.output
+    assert f"run_name: {'bias_rm' if name == 'rm' else name}" in result.output
+
+
+def test_biasgrpo_config_uses_bias_rm_and_bbq_correctness():
+    cfg = load_config("biasgrpo")
+    names = [f.name for f in cfg.rewards.functions]
+    assert "bias_rm" in names and "bbq_correct" in names and cfg.algorithm.num_generations >= 4

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fairrl.cli import app
-from tests.tiny import tiny_policy
+from tests.tiny import saved_tiny_policy
 
 runner = CliRunner()
 
@@ -19,10 +19,7 @@ def explode(prompts, completions, **columns):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    tok, model = tiny_policy()
-    model.save_pretrained(tmp_path / "m", safe_serialization=True)
-    tok.save_pretrained(tmp_path / "m")
-    return tmp_path / "m"
+    return saved_tiny_policy(tmp_path / "m")
 
 
 def _args(model_dir, out, *extra):

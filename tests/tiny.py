@@ -40,6 +40,14 @@ def tiny_policy(seed: int = 0):
     return tok, model
 
 
+def saved_tiny_policy(folder):
+    """A tiny policy and its tokenizer saved as a model folder (safetensors); returns the folder."""
+    tok, model = tiny_policy()
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def count_a(prompts, completions, **columns):
     """Trivially learnable TRL-style reward: the share of words in the completion that are 'a'."""
     out = []

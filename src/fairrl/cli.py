@@ -87,15 +87,21 @@ def demo(
 
 @app.command(name="config")
 def show_config(
-    config: Annotated[str | None, typer.Argument(help="YAML config to validate and print resolved.")] = None,
+    config: Annotated[str | None, typer.Argument(help="YAML config or packaged name to validate and print.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set")] = None,
     demo_: Annotated[bool, typer.Option("--demo", help="Show the demo's config.")] = False,
+    kind: Annotated[str, typer.Option(help="Which run the config is for: train, rm or dpo.")] = "train",
 ) -> None:
     """Validate a config and print it fully resolved (defaults filled in)."""
-    from fairrl.config import dump_config, load_config
+    from fairrl.config import TrainConfig, dump_config, load_config
+    from fairrl.errors import ConfigError
+    from fairrl.preference_config import DPOTrainConfig, RMTrainConfig
 
+    schemas = {"train": TrainConfig, "rm": RMTrainConfig, "dpo": DPOTrainConfig}
     try:
-        cfg = load_config(str(demo_config_path()) if demo_ else config, set_ or [])
+        if kind not in schemas:
+            raise ConfigError(f"--kind must be train, rm or dpo, got {kind!r}")
+        cfg = load_config(str(demo_config_path()) if demo_ else config, set_ or [], schema=schemas[kind])
     except FairRLError as err:
         _fail(err)
     typer.echo(dump_config(cfg))
@@ -163,6 +169,15 @@ dpo_app = typer.Typer(no_args_is_help=True, help="DPO with the same fairness obj
 app.add_typer(dpo_app, name="dpo")
 
 
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a key: --set fairness.kind=regularizer")
+]
+ResumeOption = Annotated[
+    str | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")
+]
+OutOption = Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")]
+
+
 def _preference_config(config: str | None, overrides: list[str], resume: str | None, schema):
     from fairrl.config import load_config
     from fairrl.errors import ConfigError
@@ -175,32 +190,31 @@ def _preference_config(config: str | None, overrides: list[str], resume: str | N
     return load_config(config, overrides, schema=schema)
 
 
+def _preference_run(kind: str, config: str | None, overrides: list[str], resume: str | None, out: str | None):
+    """Validate the config of an ``rm`` or ``dpo`` run and run it; user mistakes exit 2."""
+    try:
+        if kind == "rm":
+            from fairrl.preference_config import RMTrainConfig as schema
+            from fairrl.recipes.rm import run_rm as run
+        else:
+            from fairrl.preference_config import DPOTrainConfig as schema
+            from fairrl.recipes.dpo import run_dpo as run
+        run(_preference_config(config, overrides, resume, schema), out=out, resume=resume, console=_echo)
+    except FairRLError as err:
+        _fail(err)
+
+
 @rm_app.command(name="train")
 def rm_train(
     config: Annotated[
-        str | None, typer.Argument(help="YAML config (omit: defaults, MiniLM on StereoSet/CrowS/BBQ pairs).")
+        str | None, typer.Argument(help="YAML file or packaged name (rm); omit for MiniLM on bias pairs.")
     ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: --set fairness.kind=regularizer")
-    ] = None,
-    resume: Annotated[
-        str | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")
-    ] = None,
-    out: Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")] = None,
+    set_: SetOption = None,
+    resume: ResumeOption = None,
+    out: OutOption = None,
 ) -> None:
     """Train a reward model on preference pairs and report per-group accuracy, margins, Jain and Gini."""
-    try:
-        from fairrl.preference_config import RMTrainConfig
-        from fairrl.recipes.rm import run_rm
-
-        run_rm(
-            _preference_config(config, set_ or [], resume, RMTrainConfig),
-            out=out,
-            resume=resume,
-            console=_echo,
-        )
-    except FairRLError as err:
-        _fail(err)
+    _preference_run("rm", config, set_ or [], resume, out)
 
 
 @rm_app.command(name="compare")
@@ -213,10 +227,8 @@ def rm_compare(
         typer.Option(help="Objectives: none (BT), regularizer (FR), coefficient (FC), coefficient_paper."),
     ] = "none,regularizer,coefficient",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
-    out: Annotated[
-        str, typer.Option(help="Folder of the runs and the comparison report.")
-    ] = "runs/rm_compare",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the config.")] = None,
+    out: Annotated[str, typer.Option(help="Folder of the runs and the comparison report.")] = "runs/rm_compare",
+    set_: SetOption = None,
 ) -> None:
     """Train one reward model per objective and seed; compare them on held-out groups (tables + plot)."""
     try:
@@ -239,29 +251,14 @@ def rm_compare(
 @dpo_app.command(name="train")
 def dpo_train(
     config: Annotated[
-        str | None, typer.Argument(help="YAML config (omit: defaults, SmolLM2 + LoRA on bias pairs).")
+        str | None, typer.Argument(help="YAML file or packaged name (dpo); omit for SmolLM2 + LoRA.")
     ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: --set fairness.kind=coefficient")
-    ] = None,
-    resume: Annotated[
-        str | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")
-    ] = None,
-    out: Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")] = None,
+    set_: SetOption = None,
+    resume: ResumeOption = None,
+    out: OutOption = None,
 ) -> None:
     """DPO (optionally FR-DPO / FC-DPO) on preference pairs; per-group implicit-reward metrics."""
-    try:
-        from fairrl.preference_config import DPOTrainConfig
-        from fairrl.recipes.dpo import run_dpo
-
-        run_dpo(
-            _preference_config(config, set_ or [], resume, DPOTrainConfig),
-            out=out,
-            resume=resume,
-            console=_echo,
-        )
-    except FairRLError as err:
-        _fail(err)
+    _preference_run("dpo", config, set_ or [], resume, out)
 
 
 score_app = typer.Typer(no_args_is_help=True, help="Score predictions made by any system.")

@@ -1,12 +1,28 @@
 """Training objectives: one unit per objective.
 
+``FAIRNESS_OBJECTIVES`` maps ``fairness.kind`` names (none, regularizer, coefficient,
+coefficient_paper) to the reductions of per-pair preference losses in :mod:`fairrl.losses.fairness`.
 ``AGGREGATIONS`` maps ``algorithm.loss_type`` names to the token/sequence aggregation of the
 clipped policy-gradient surrogate computed by :func:`policy_loss`.
 """
 
 from __future__ import annotations
 
+from fairrl.losses.fairness import FAIRNESS_OBJECTIVES, FairnessSettings, fair_preference_loss, fairness_tau
 from fairrl.losses.kl import kl_k3
 from fairrl.losses.policy import AGGREGATIONS, importance_ratio, policy_loss
+from fairrl.losses.preference import bradley_terry_loss, dpo_loss, dpo_margins
 
-__all__ = ["AGGREGATIONS", "importance_ratio", "kl_k3", "policy_loss"]
+__all__ = [
+    "AGGREGATIONS",
+    "FAIRNESS_OBJECTIVES",
+    "FairnessSettings",
+    "bradley_terry_loss",
+    "dpo_loss",
+    "dpo_margins",
+    "fair_preference_loss",
+    "fairness_tau",
+    "importance_ratio",
+    "kl_k3",
+    "policy_loss",
+]
