@@ -302,3 +302,18 @@ def test_biasgrpo_config_uses_bias_rm_and_bbq_correctness():
     cfg = load_config("biasgrpo")
     names = [f.name for f in cfg.rewards.functions]
     assert "bias_rm" in names and "bbq_correct" in names and cfg.algorithm.num_generations >= 4
+
+
+def test_centring_loss_is_c_times_mean_squared_reward_sum(minilm_tokenizer, tmp_path):
+    """TRL's center_rewards_coefficient: aux = c * mean_i (r(x, y_w,i) + r(x, y_l,i))^2, by hand from scores."""
+    from fairrl.data.preferences import PreferencePair
+
+    cfg = load_config(None, ["center_rewards_coefficient=0.5", "max_length=64"], schema=RMTrainConfig)
+    learner = RMLearner(tiny_rm(minilm_tokenizer).eval(), minilm_tokenizer, cfg)
+    pairs = [PreferencePair(id=str(i), prompt=p, chosen=c, rejected=r, group="g", source="t")
+             for i, (p, c, r) in enumerate([("ctx a", "yes", "no"), ("", "kind words", "cruel words")])]  # fmt: skip
+    margins, losses, aux = learner.margins(pairs)
+    r = score_texts(learner.model, minilm_tokenizer, ["ctx a", "", "ctx a", ""], ["yes", "kind words", "no", "cruel words"], 64)
+    assert margins.tolist() == pytest.approx([r[0] - r[2], r[1] - r[3]], abs=1e-5)
+    assert aux.item() == pytest.approx(0.5 * ((r[0] + r[2]) ** 2 + (r[1] + r[3]) ** 2) / 2, abs=1e-5)
+    assert losses.tolist() == pytest.approx([-torch.nn.functional.logsigmoid(m).item() for m in margins], abs=1e-6)
