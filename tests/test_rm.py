@@ -227,6 +227,7 @@ def test_rm_train_on_packaged_minilm_and_data(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert set(res["heldout"]["by_group"]) == {"religion", "disability", "sexual_orientation"}
     assert res["eval"]["n"] > 0 and 0 < res["heldout"]["jain"] <= 1
+    assert set(res["heldout"]["by_source"]) == {"stereoset", "crows_pairs", "bbq"}
     assert (out / "report.md").exists() and (out / "groups.png").exists()
     assert (out / "final" / "reward_model.json").exists()
 

@@ -54,6 +54,12 @@ def split_table(res: dict[str, Any]) -> str:
     for g, v in res["by_group"].items():
         lines.append(f"| {g} | {v['n']} | {fmt(v['accuracy'], v['accuracy_ci'])} | {v['mean_margin']:.3f} | "
                      f"{v['share']:.3f} |")  # fmt: skip
+    if res.get("by_source"):
+        lines += ["", "| source | pairs | accuracy | mean margin |", "|---|---|---|---|"]
+        lines += [
+            f"| {s} | {v['n']} | {v['accuracy']:.3f} | {v['mean_margin']:.3f} |"
+            for s, v in res["by_source"].items()
+        ]
     return "\n".join(lines)
 
 
