@@ -286,6 +286,45 @@ def score_bbq(
         typer.echo(f"wrote {json_out}")
 
 
+@app.command()
+def bench(
+    model: Annotated[str, typer.Option(help="smollm2-135m-instruct (real weights), arch:smollm2-135m, arch:qwen2.5-0.5b, arch:qwen2.5-1.5b (random init), tiny, or a model folder.")] = "smollm2-135m-instruct",
+    prompts: Annotated[int, typer.Option(min=1, help="Prompts per step (P).")] = 1,
+    generations: Annotated[int, typer.Option(min=2, help="Completions per prompt (G).")] = 8,
+    new_tokens: Annotated[int, typer.Option(min=1, help="Completion tokens, forced on both sides (N).")] = 32,
+    prompt_tokens: Annotated[int, typer.Option(min=1, help="Target prompt length in tokens, chat template included.")] = 128,
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per side.")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps per side before those.")] = 1,
+    beta: Annotated[float, typer.Option(min=0.0, help="KL coefficient (> 0 adds the reference forward).")] = 0.04,
+    lora: Annotated[bool, typer.Option("--lora/--no-lora", help="LoRA r=16 on all linear layers, or full fine-tuning.")] = False,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (both sides, no autocast).")] = "float32",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    no_trl: Annotated[bool, typer.Option("--no-trl", help="Run fairrl's side only.")] = False,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the figures to this JSON file.")] = None,
+    seed: int = 0,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")] = None,
+) -> None:
+    """Time fairrl's GRPO step against TRL's GRPOTrainer on the same model and forced token counts."""
+    from fairrl.bench.report import format_table
+    from fairrl.bench.run import run_bench
+    from fairrl.bench.workload import BenchSpec
+    from fairrl.fsutil import write_json_atomic
+
+    spec = BenchSpec(
+        model=model, prompts=prompts, generations=generations, new_tokens=new_tokens, prompt_tokens=prompt_tokens,
+        steps=steps, warmup=warmup, beta=beta, lora=lora, dtype=dtype, device=device, trl=not no_trl, seed=seed,
+        threads=threads,
+    )  # fmt: skip
+    try:
+        report = run_bench(spec, console=_echo)
+    except FairRLError as err:
+        _fail(err)
+    typer.echo("\n" + format_table(report))
+    if json_out:
+        write_json_atomic(Path(json_out), report)
+        typer.echo(f"wrote {json_out}")
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m fairrl`
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # deprecation notices from inside transformers/peft are not the user's to act on

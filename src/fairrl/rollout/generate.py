@@ -12,6 +12,13 @@ Rows that finished (emitted an end-of-sequence token) keep receiving the pad tok
 out; the loop stops once every row has finished. ``temperature=0`` decodes greedily. The sampling-time log-probabilities (of the
 temperature-scaled, unfiltered distribution, as in the training loss) are returned, so that
 ``pi_old`` needs no extra forward pass.
+
+``min_new_tokens`` forces a minimum length the way Hugging Face's ``MinNewTokensLengthLogitsProcessor``
+does: for the first ``min_new_tokens`` steps every end-of-sequence id gets probability 0 when sampling
+(its logit set to -inf), so ``min_new_tokens == max_new_tokens`` yields exactly that many tokens per row
+(what ``fairrl bench`` uses to give fairrl and TRL the same token counts). Like the top-p filter, the mask
+shapes only the sampling; the returned log-probs stay those of the unmasked distribution, which is what
+the training forward recomputes.
 """
 
 from __future__ import annotations
@@ -66,6 +73,11 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
+def _mask_ids(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """A copy of ``logits`` [B, V] with the columns ``ids`` set to -inf (those tokens cannot be drawn)."""
+    return logits.index_fill(-1, ids, float("-inf"))
+
+
 def _forward_last(model, **kwargs):
     """Forward that asks for the last position's logits only, where the model supports it."""
     try:
@@ -88,8 +100,11 @@ def sample_groups(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     share_prompt: bool = True,
+    min_new_tokens: int = 0,
 ) -> Rollout:
     """Sample ``group_size`` completions for each left-padded prompt (see module docstring)."""
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"min_new_tokens must lie in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     device = prompt_ids.device
     G = group_size
     if share_prompt:
@@ -116,12 +131,13 @@ def sample_groups(
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     tokens, alive, logps = [], [], []
     for step in range(max_new_tokens):
+        no_eos = step < min_new_tokens
         if temperature == 0:  # greedy decoding (evaluation)
             logp = torch.log_softmax(logits.float(), dim=-1)  # [P*G, V]
-            tok = logp.argmax(-1)
+            tok = (_mask_ids(logp, eos) if no_eos else logp).argmax(-1)
         else:
             logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [P*G, V]
-            probs = _top_p_filter(logp, top_p).softmax(-1)
+            probs = _top_p_filter(_mask_ids(logp, eos) if no_eos else logp, top_p).softmax(-1)
             tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [P*G]
         tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)
         tokens.append(tok)

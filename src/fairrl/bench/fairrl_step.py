@@ -1,0 +1,135 @@
+"""One timed fairrl GRPO step, run by the trainer's own code.
+
+A step is exactly what ``fairrl train`` does per step: ``GRPOStep.collect`` (prefix-shared sampling,
+decoding, rewards, combination) then ``GRPOStep.update`` (advantages, reference log-probs, prefix-shared
+policy forward, loss, backward, gradient clipping, AdamW, scheduler), with the run's optimiser from
+``make_optimizer`` and its reference from ``make_reference`` (a frozen copy for full fine-tuning with
+beta > 0, the adapter-disabled policy with LoRA).
+
+Forced lengths: the training config has no minimum-length option, so for the duration of a bench step
+the ``sample_groups`` that ``fairrl.recipes.grpo`` calls is bound to the same sampler with
+``min_new_tokens = max_new_tokens = N`` (restored afterwards): every completion is exactly N tokens.
+
+Phases (seconds, see :mod:`fairrl.bench.timing`):
+
+- generate: the sampler (prefill once per prompt, decode loop);
+- reference: ``GRPOStep.reference_logprobs``;
+- optimizer: ``AdamW.step`` (torch step hooks);
+- forward_backward: ``update`` minus reference and optimizer, i.e. policy forward, loss, backward and
+  gradient clipping (plus advantages, microseconds);
+- other: the rest (decoding texts, rewards, scheduler).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from fairrl.bench.timing import MemoryProbe, PhaseClock, StepRecord, close_phases, time_optimizer
+from fairrl.bench.workload import REWARD_NAME, BenchSpec, prompt_length
+from fairrl.config import TrainConfig
+from fairrl.data.records import Example
+from fairrl.models.loading import LoraSettings, apply_lora
+from fairrl.recipes.grpo import GRPOStep, PromptStream, make_reference, step_generator
+from fairrl.recipes.train import make_optimizer
+
+
+def bench_config(spec: BenchSpec, max_prompt_length: int) -> TrainConfig:
+    """The training config of the benchmark's GRPO step (LoRA r=16, alpha=32 on all linear layers if on)."""
+    return TrainConfig.model_validate(
+        {
+            "seed": spec.seed,
+            "model": {"name_or_path": spec.model, "dtype": spec.dtype, "lora": {} if spec.lora else None},
+            "rewards": {"functions": [{"name": REWARD_NAME}]},
+            "algorithm": {
+                "num_generations": spec.generations,
+                "prompts_per_step": spec.prompts,
+                "max_prompt_length": max(8, max_prompt_length),
+                "max_completion_length": spec.new_tokens,
+                "beta": spec.beta,
+                "learning_rate": spec.learning_rate,
+                "loss_type": spec.loss_type,
+                "temperature": 1.0,
+                "top_p": 1.0,
+            },
+        }
+    )
+
+
+@contextmanager
+def forced_length_sampler(new_tokens: int, clock: PhaseClock) -> Iterator[None]:
+    """Within the block, the GRPO step samples exactly ``new_tokens`` per completion, timed as ``generate``."""
+    from fairrl.recipes import grpo
+
+    original = grpo.sample_groups
+    grpo.sample_groups = clock.wrap(functools.partial(original, min_new_tokens=new_tokens), "generate")
+    try:
+        yield
+    finally:
+        grpo.sample_groups = original
+
+
+class FairrlSide:
+    """fairrl's trainer pieces around one policy; :meth:`step` runs and times one GRPO step."""
+
+    name = "fairrl"
+
+    def __init__(self, spec: BenchSpec, model, tokenizer, device: torch.device, examples: list[Example]):
+        self.spec, self.device = spec, device
+        lengths = [prompt_length(tokenizer, e.prompt) for e in examples]
+        cfg = bench_config(spec, max(lengths) + 8)
+        if spec.lora:
+            lora = cfg.model.lora
+            model = apply_lora(model, LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules))
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        self.model = model
+        self.grpo = GRPOStep(cfg, model, tokenizer, device, ref_model=make_reference(cfg, model))
+        self.optimizer, self.scheduler = make_optimizer(cfg, model)
+        self.clock = PhaseClock(device)
+        time_optimizer(self.optimizer, self.clock)
+        self.grpo.reference_logprobs = self.clock.wrap(self.grpo.reference_logprobs, "reference")
+        self.stream = PromptStream(examples, spec.seed)
+
+    def settings(self) -> dict:
+        """What fairrl's step ran with."""
+        alg, opt = self.grpo.alg, self.optimizer
+        return {
+            "optimizer": type(opt).__name__,
+            "optimizer_fused": bool(opt.defaults.get("fused")),
+            "gradient_checkpointing": False,
+            "autocast": None,
+            "weights_dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "loss_type": alg.loss_type,
+            "beta": alg.beta,
+            "reference": "separate model"
+            if self.grpo.ref_model is not None
+            else ("adapter disabled" if alg.beta else None),
+            "share_prompt": alg.share_prompt,
+        }
+
+    def step(self, index: int) -> StepRecord:
+        self.clock.take()
+        with MemoryProbe(self.device) as mem, forced_length_sampler(self.spec.new_tokens, self.clock):
+            t0 = self.clock.now()
+            batch, _ = self.grpo.collect(self.stream, step_generator(self.spec.seed, index, self.device))
+            with self.clock.phase("update"):
+                self.grpo.update(batch, self.optimizer, self.scheduler)
+            total = self.clock.now() - t0
+        times = self.clock.take()
+        times["forward_backward"] = (
+            times.pop("update") - times.get("reference", 0.0) - times.get("optimizer", 0.0)
+        )
+        r = batch.rollout
+        return StepRecord(
+            seconds=total,
+            phases=close_phases(total, times),
+            completion_tokens=int(r.completion_mask.sum()),
+            prompt_tokens=[int(n) for n in r.prompt_mask.sum(-1)],
+            peak_bytes=mem.peak_bytes,
+            step_bytes=mem.step_bytes,
+        )
