@@ -318,3 +318,11 @@ def test_centring_loss_is_c_times_mean_squared_reward_sum(minilm_tokenizer, tmp_
     assert margins.tolist() == pytest.approx([r[0] - r[2], r[1] - r[3]], abs=1e-5)
     assert aux.item() == pytest.approx(0.5 * ((r[0] + r[2]) ** 2 + (r[1] + r[3]) ** 2) / 2, abs=1e-5)
     assert losses.tolist() == pytest.approx([-torch.nn.functional.logsigmoid(m).item() for m in margins], abs=1e-6)
+
+
+def test_source_accuracy_by_hand():
+    """Margins [1, -1, 0] from source a: accuracy (1 + 0 + 1/2) / 3 = 0.5, mean margin 0; [2] from b: 1 and 2."""
+    from fairrl.eval.preference import source_accuracy
+
+    out = source_accuracy([1.0, -1.0, 0.0, 2.0], ["a", "a", "a", "b"])
+    assert out == {"a": {"n": 3, "accuracy": 0.5, "mean_margin": 0.0}, "b": {"n": 1, "accuracy": 1.0, "mean_margin": 2.0}}

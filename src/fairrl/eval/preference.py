@@ -112,3 +112,17 @@ def preference_metrics(
     )
     out["accuracy_gap_ci"] = nan2 if single else list(percentile_interval(boot_acc.max(1) - boot_acc.min(1)))
     return out
+
+
+def source_accuracy(margins: Sequence[float], sources: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Pairwise accuracy (:func:`pair_correct`) and mean margin per data source: one benchmark's pairs can
+    be much harder than another's."""
+    a = np.asarray(margins, dtype=np.float64)  # [N]
+    correct = pair_correct(a)
+    index: dict[str, list[int]] = {}
+    for i, s in enumerate(sources):
+        index.setdefault(str(s), []).append(i)
+    return {
+        s: {"n": len(idx), "accuracy": float(correct[idx].mean()), "mean_margin": float(a[idx].mean())}
+        for s, idx in sorted(index.items())
+    }

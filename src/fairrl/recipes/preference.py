@@ -37,7 +37,7 @@ from fairrl.data.preferences import (
     split_pairs,
 )
 from fairrl.errors import ConfigError, FairRLError
-from fairrl.eval.preference import preference_metrics
+from fairrl.eval.preference import preference_metrics, source_accuracy
 from fairrl.fsutil import atomic_directory, write_json_atomic, write_text_atomic
 from fairrl.losses.fairness import FairnessSettings, fair_preference_loss
 from fairrl.preference_config import PreferenceDataConfig, _PreferenceRun
@@ -143,21 +143,6 @@ def evaluate_learner(
             out[name] = preference_metrics(margins, [p.group for p in pairs], n_boot=n_boot, seed=seed)
             out[name]["by_source"] = source_accuracy(margins, [p.source for p in pairs])
     return out
-
-
-def source_accuracy(margins: Sequence[float], sources: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Pairwise accuracy and mean margin per data source (a benchmark's pairs can be harder than another's)."""
-    by: dict[str, list[float]] = {}
-    for m, s in zip(margins, sources, strict=True):
-        by.setdefault(s, []).append(m)
-    return {
-        s: {
-            "n": len(v),
-            "accuracy": sum((m > 0) + 0.5 * (m == 0) for m in v) / len(v),
-            "mean_margin": sum(v) / len(v),
-        }
-        for s, v in sorted(by.items())
-    }
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -138,9 +137,3 @@ def run_rm_compare(cfg: RMTrainConfig, kinds: list[str], seeds: list[int], out: 
     console(report.read_text())
     console(f"comparison: {report}")
     return root
-
-
-def rm_results(run_dir: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((Path(run_dir) / "results.json").read_text())
