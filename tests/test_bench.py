@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import time
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -27,7 +29,7 @@ from fairrl.bench.floor import (
 )
 from fairrl.bench.models import ARCHITECTURES, arch_config
 from fairrl.bench.report import ROWS, format_table, paired_ratios, side_summary, speedup, summarize
-from fairrl.bench.timing import PHASES, MemoryProbe, StepRecord, close_phases
+from fairrl.bench.timing import PHASES, PhaseClock, StepRecord, close_phases
 from fairrl.bench.trl_step import trl_unavailable
 from fairrl.bench.workload import BenchSpec, hash_reward
 from fairrl.cli import app
@@ -204,14 +206,44 @@ def test_hash_reward_is_deterministic_and_in_unit_interval():
     assert all(0 <= v < 1 for v in r)
 
 
-def test_memory_probe_reports_a_peak_on_cpu():
-    with MemoryProbe(torch.device("cpu"), interval_s=0.001) as mem:
-        x = torch.ones(4_000_000)  # 16 MB held while sampled
+def test_phase_clock_charges_nested_phases_exclusively_and_renames():
+    clock = PhaseClock(torch.device("cpu"))
+    clock.start_step()
+    with clock.phase("update"):
+        time.sleep(0.02)
+        with clock.phase("reference"):
+            time.sleep(0.03)
+    rec = clock.end_step(completion_tokens=3, prompt_tokens=[2], rename={"update": "forward_backward"})
+    assert 0.02 <= rec.phases["forward_backward"] < 0.03 + 0.02  # the nested 30 ms are not counted twice
+    assert rec.phases["reference"] >= 0.03
+    assert rec.seconds == pytest.approx(sum(rec.phases.values()))
+    assert rec.completion_tokens == 3 and rec.prompt_tokens == [2]
+
+
+def test_phase_clock_keeps_each_phase_peak_memory():
+    clock = PhaseClock(torch.device("cpu"))
+    if clock.meter.kind is None:
+        pytest.skip("no resettable peak memory here (needs Linux /proc/self/clear_refs)")
+    clock.start_step()
+    with clock.phase("generate"):
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched, freed before the phase ends
         x.add_(1)
         del x
-    if mem.kind is None:
-        pytest.skip("no CPU memory reader (neither glibc mallinfo2 nor psutil)")
-    assert mem.peak_bytes > 0 and mem.step_bytes >= 0
+    with clock.phase("optimizer"):
+        y = torch.ones(4)
+    rec = clock.end_step(completion_tokens=1, prompt_tokens=[1])
+    peaks = rec.phase_peak_bytes
+    assert peaks["generate"] - peaks["optimizer"] > 32 * 2**20  # the short 64 MiB spike is seen, in its phase
+    assert rec.peak_bytes == max(peaks.values()) and rec.step_bytes > 32 * 2**20
+    del y
+
+
+def test_phase_clock_rejects_crossed_phases():
+    clock = PhaseClock(torch.device("cpu"))
+    clock.start_step()
+    clock.enter("generate")
+    with pytest.raises(RuntimeError, match="closed while"):
+        clock.exit("optimizer")
 
 
 def _record(total: float) -> StepRecord:

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 import torch
 
-from fairrl.bench.timing import MemoryProbe, PhaseClock, StepRecord, close_phases, time_optimizer
+from fairrl.bench.timing import PhaseClock, StepRecord, time_optimizer
 from fairrl.bench.workload import REWARD_NAME, BenchSpec, prompt_length
 from fairrl.config import TrainConfig
 from fairrl.data.records import Example
@@ -113,23 +113,15 @@ class FairrlSide:
         }
 
     def step(self, index: int) -> StepRecord:
-        self.clock.take()
-        with MemoryProbe(self.device) as mem, forced_length_sampler(self.spec.new_tokens, self.clock):
-            t0 = self.clock.now()
+        self.clock.start_step()
+        with forced_length_sampler(self.spec.new_tokens, self.clock):
             batch, _ = self.grpo.collect(self.stream, step_generator(self.spec.seed, index, self.device))
             with self.clock.phase("update"):
                 self.grpo.update(batch, self.optimizer, self.scheduler)
-            total = self.clock.now() - t0
-        times = self.clock.take()
-        times["forward_backward"] = (
-            times.pop("update") - times.get("reference", 0.0) - times.get("optimizer", 0.0)
-        )
         r = batch.rollout
-        return StepRecord(
-            seconds=total,
-            phases=close_phases(total, times),
+        # "update" less the reference and optimiser phases nested in it: forward, loss, backward, clipping
+        return self.clock.end_step(
             completion_tokens=int(r.completion_mask.sum()),
             prompt_tokens=[int(n) for n in r.prompt_mask.sum(-1)],
-            peak_bytes=mem.peak_bytes,
-            step_bytes=mem.step_bytes,
+            rename={"update": "forward_backward"},
         )

@@ -1,7 +1,8 @@
 """Summaries of the timed steps, the fairrl/TRL comparison, and the printed table.
 
 Per side and phase: min / median / max seconds over the timed steps (warm-up excluded); completion
-tokens/s = completion tokens of a step / its seconds; memory = the largest per-step peak. Ratios
+tokens/s = completion tokens of a step / its seconds; memory = the largest per-step peak, overall and
+per phase. Ratios
 fairrl/TRL are taken step by step over paired steps (step i of each side, run back to back), then
 summarised. ``speedup_vs_trl`` = TRL's median step seconds / fairrl's median step seconds (> 1: fairrl
 is faster). ``floor_ratio`` = a side's median seconds / the floor seconds of the phase.
@@ -39,6 +40,10 @@ def side_summary(records: list[StepRecord], warmup: int, floor: dict) -> dict:
         floor_ratio[row] = phases[row]["median"] / f if phases[row] and f > 0 else None
     peaks = [r.peak_bytes for r in timed]
     steps = [r.step_bytes for r in timed]
+    phase_peaks: dict[str, int] = {}
+    for r in timed:
+        for k, v in r.phase_peak_bytes.items():
+            phase_peaks[k] = max(phase_peaks.get(k, 0), v)
     return {
         "steps": [{**asdict(r), "warmup": i < warmup} for i, r in enumerate(records)],
         "seconds": phases,
@@ -47,6 +52,7 @@ def side_summary(records: list[StepRecord], warmup: int, floor: dict) -> dict:
         "prompt_tokens": timed[-1].prompt_tokens if timed else None,
         "peak_memory_bytes": max(peaks) if peaks and None not in peaks else None,
         "step_memory_bytes": max(steps) if steps and None not in steps else None,
+        "phase_peak_memory_bytes": {k: phase_peaks[k] for k in PHASES if k in phase_peaks},
         "floor_ratio": floor_ratio,
     }
 
@@ -148,14 +154,22 @@ def format_table(report: dict) -> str:
     mem = ["peak memory MiB", f"{_mib(fr['peak_memory_bytes'])} (+{_mib(fr['step_memory_bytes'])})"]
     if trl:
         mem.append(f"{_mib(trl['peak_memory_bytes'])} (+{_mib(trl['step_memory_bytes'])})")
-    table = [head, *rows, tok, mem]
+    phase_mem = []
+    for row in PHASES:
+        cells = [f"  {LABELS.get(row, row)}", _mib(fr["phase_peak_memory_bytes"].get(row))]
+        cells += [_mib(trl["phase_peak_memory_bytes"].get(row))] if trl else []
+        if any(c != "-" for c in cells[1:]):
+            phase_mem.append(cells)
+    table = [head, *rows, tok, mem, *phase_mem]
     widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(head))]
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
     lines += [_cells(head, widths), rule]
     lines += [_cells(r, widths) for r in rows]
     lines += [rule, _cells(tok, widths[: len(tok)]), _cells(mem, widths[: len(mem)])]
+    lines += [_cells(r, widths[: len(r)]) for r in phase_mem]
     lines.append(
-        f"(memory: {report['environment']['memory']}, peak of the process; in brackets: above the step's start)"
+        f"(memory: {report['environment']['memory']}, peak of the process, per step and per phase; in brackets: "
+        "above the step's start)"
     )
     lines.append("")
     if report["speedup_vs_trl"] is not None:

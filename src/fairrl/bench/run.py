@@ -21,7 +21,7 @@ from fairrl.bench.fairrl_step import FairrlSide
 from fairrl.bench.floor import cpu_name, device_peak, model_shape, step_floor
 from fairrl.bench.models import load_bench_model, save_weights
 from fairrl.bench.report import paired_ratios, side_summary, speedup
-from fairrl.bench.timing import MemoryProbe, StepRecord
+from fairrl.bench.timing import PeakMeter, StepRecord
 from fairrl.bench.trl_step import TRLSide, trl_unavailable, trl_version
 from fairrl.bench.workload import BenchSpec, bench_examples
 from fairrl.errors import ConfigError, FairRLError
@@ -52,7 +52,7 @@ def _environment(device: torch.device) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
-        "memory": MemoryProbe(device).kind,
+        "memory": PeakMeter(device).kind,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from fairrl.bench.timing import MemoryProbe, PhaseClock, StepRecord, close_phases, time_optimizer
+from fairrl.bench.timing import PhaseClock, StepRecord, time_optimizer
 from fairrl.bench.workload import BenchSpec, hash_reward
 from fairrl.data.records import Example
 from fairrl.errors import FairRLError
@@ -208,24 +208,11 @@ class TRLSide:
         }
 
     def begin_step(self) -> None:
-        self.clock.take()
-        self._mem = MemoryProbe(self.device).__enter__()
-        self._t0 = self.clock.now()
+        self.clock.start_step()
 
     def end_step(self) -> None:
-        total = self.clock.now() - self._t0
-        self._mem.__exit__(None, None, None)
         completion_tokens, prompt_tokens = self._tokens
-        self.records.append(
-            StepRecord(
-                seconds=total,
-                phases=close_phases(total, self.clock.take()),
-                completion_tokens=completion_tokens,
-                prompt_tokens=prompt_tokens,
-                peak_bytes=self._mem.peak_bytes,
-                step_bytes=self._mem.step_bytes,
-            )
-        )
+        self.records.append(self.clock.end_step(completion_tokens, prompt_tokens))
         if self.after_step is not None:
             self.after_step(len(self.records) - 1)
 
