@@ -6,7 +6,6 @@ Timings are never asserted: only that the benchmark runs and reports the documen
 from __future__ import annotations
 
 import json
-
 import time
 
 import pytest

@@ -23,9 +23,13 @@ the training forward recomputes.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+
+from fairrl.rollout.kv_cache import growing_cache
+from fairrl.rollout.skinny_linear import skinny_linears
 
 
 @dataclass
@@ -73,6 +77,27 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
+def sample_categorical(
+    probs: torch.Tensor, generator: torch.Generator | None = None, u: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One draw per row of ``probs`` [B, V] by inverse transform sampling.
+
+        F_i = sum_{j <= i} p_j,   u ~ U[0, 1),   token = min { i : F_i > u * F_V }
+
+    ``torch.multinomial`` draws an exponential variate for each of the V entries of a row (10 ms per
+    decode step for 8 rows x 49,152 tokens on the 2-core CPU); this uses one uniform per row and a
+    binary search in the running sum (< 1 ms). Tokens of probability 0 are never drawn (the strict
+    ``>`` skips flat stretches of F); should rounding put ``u * F_V`` at or past ``F_V``, the last token
+    of positive probability is taken. ``u`` [B] may be given (tests).
+    """
+    cdf = probs.cumsum(-1)
+    if u is None:
+        u = torch.rand(probs.shape[:-1], generator=generator, device=probs.device, dtype=cdf.dtype)
+    idx = torch.searchsorted(cdf, (u.to(cdf.dtype) * cdf[..., -1])[..., None], right=True).squeeze(-1)
+    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(-1)
+    return torch.minimum(idx, last)
+
+
 def _mask_ids(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """A copy of ``logits`` [B, V] with the columns ``ids`` set to -inf (those tokens cannot be drawn)."""
     return logits.index_fill(-1, ids, float("-inf"))
@@ -101,10 +126,29 @@ def sample_groups(
     generator: torch.Generator | None = None,
     share_prompt: bool = True,
     min_new_tokens: int = 0,
+    fast: bool = True,
 ) -> Rollout:
-    """Sample ``group_size`` completions for each left-padded prompt (see module docstring)."""
+    """Sample ``group_size`` completions for each left-padded prompt (see module docstring).
+
+    ``fast`` (default) decodes with an in-place KV cache (:mod:`fairrl.rollout.kv_cache`) and, on the
+    CPU, the skinny-matrix layout for the decode step's linear layers (:mod:`fairrl.rollout.skinny_linear`);
+    ``fast=False`` is the plain Hugging Face path. Both give the same tokens up to float rounding.
+    """
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"min_new_tokens must lie in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+    kernels = skinny_linears(model) if fast and prompt_ids.device.type == "cpu" else nullcontext()
+    with kernels:
+        return _sample(
+            model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
+            temperature, top_p, generator, share_prompt, min_new_tokens,
+            growing_cache(model, prompt_ids.shape[1] + max_new_tokens) if fast else None,
+        )  # fmt: skip
+
+
+def _sample(
+    model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
+    temperature, top_p, generator, share_prompt, min_new_tokens, cache,
+) -> Rollout:  # fmt: skip
     device = prompt_ids.device
     G = group_size
     if share_prompt:
@@ -113,6 +157,7 @@ def sample_groups(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
             position_ids=positions_from_mask(prompt_mask),
+            past_key_values=cache,
             use_cache=True,
         )
         cache = out.past_key_values
@@ -121,7 +166,10 @@ def sample_groups(
     else:
         ids = prompt_ids.repeat_interleave(G, dim=0)
         m = prompt_mask.repeat_interleave(G, dim=0)
-        out = _forward_last(model, input_ids=ids, attention_mask=m, position_ids=positions_from_mask(m), use_cache=True)
+        out = _forward_last(
+            model, input_ids=ids, attention_mask=m, position_ids=positions_from_mask(m), past_key_values=cache,
+            use_cache=True,
+        )  # fmt: skip
         cache = out.past_key_values
         logits = out.logits[:, -1]
     mask = prompt_mask.repeat_interleave(G, dim=0)  # [P*G, Lp]
@@ -138,7 +186,7 @@ def sample_groups(
         else:
             logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [P*G, V]
             probs = _top_p_filter(_mask_ids(logp, eos) if no_eos else logp, top_p).softmax(-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [P*G]
+            tok = sample_categorical(probs, generator)  # [P*G]
         tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)
         tokens.append(tok)
         alive.append(~finished)
