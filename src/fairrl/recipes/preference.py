@@ -43,6 +43,7 @@ from fairrl.losses.fairness import FairnessSettings, fair_preference_loss
 from fairrl.preference_config import PreferenceDataConfig, _PreferenceRun
 from fairrl.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fairrl.trainer.logging import MetricsLogger
+from fairrl.trainer.optim import adamw
 
 Console = Callable[[str], None]
 
@@ -100,7 +101,7 @@ def total_steps(cfg: _PreferenceRun, n_train: int) -> int:
 def make_optimizer(cfg: _PreferenceRun, model: torch.nn.Module, steps: int):
     """AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0 (TRL's default)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)  # type: ignore[attr-defined]
+    optimizer = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)  # type: ignore[attr-defined]
     warm = math.ceil(cfg.warmup_ratio * steps)
 
     def factor(s: int) -> float:

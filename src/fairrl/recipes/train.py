@@ -47,6 +47,7 @@ from fairrl.recipes.grpo import (
 )
 from fairrl.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fairrl.trainer.logging import MetricsLogger
+from fairrl.trainer.optim import adamw
 
 Console = Callable[[str], None]
 
@@ -78,7 +79,7 @@ def build_policy(cfg: TrainConfig, device: torch.device):
 def make_optimizer(cfg: TrainConfig, model):
     alg = cfg.algorithm
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=alg.learning_rate, weight_decay=alg.weight_decay)
+    optimizer = adamw(params, lr=alg.learning_rate, weight_decay=alg.weight_decay)
     warm = alg.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
