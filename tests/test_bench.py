@@ -285,7 +285,14 @@ TINY = ["bench", "--model", "tiny", "--prompt-tokens", "40", "--new-tokens", "4"
 
 def _check_side(side: dict, expected_tokens: int) -> None:
     assert set(side["seconds"]) == set(ROWS)
-    assert len(side["steps"]) == 2 and side["steps"][0]["warmup"]
+    steps = side["steps"]
+    assert steps[0]["warmup"] and not steps[1]["warmup"] and not steps[1]["memory_step"]
+    if len(steps) == 3:  # CPU with a resettable peak: one extra memory step, its time not counted
+        assert steps[2]["memory_step"] and side["memory_from"] == "memory step"
+        assert side["peak_memory_bytes"] == steps[2]["peak_bytes"] > 0
+        assert set(side["phase_peak_memory_bytes"]) >= {"generate", "forward_backward"}
+    else:
+        assert len(steps) == 2
     assert side["completion_tokens_per_step"] == expected_tokens
     assert all(isinstance(side["seconds"][row]["median"], float) for row in ROWS)
 
@@ -348,3 +355,13 @@ def test_bench_cli_bad_input_is_one_error_line(args, message):
     result = CliRunner().invoke(app, ["bench", "--no-trl", *args])
     assert result.exit_code == 2
     assert "error:" in result.output and message in result.output
+
+
+def test_memory_step_counts_for_memory_not_for_time():
+    timed = [_record(9.0), _record(1.0), _record(2.0)]
+    mem = _record(50.0)
+    mem.memory_step, mem.peak_bytes, mem.step_bytes = True, 7, 3
+    s = side_summary([*timed, mem], 1, {})
+    assert s["seconds"]["step"]["max"] == 2.0  # the memory step's 50 s is not a timed step
+    assert s["peak_memory_bytes"] == 7 and s["step_memory_bytes"] == 3 and s["memory_from"] == "memory step"
+    assert paired_ratios([*timed, mem], [*timed, mem], 1)["step"]["max"] == 1.0

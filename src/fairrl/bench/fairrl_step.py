@@ -112,8 +112,8 @@ class FairrlSide:
             "share_prompt": alg.share_prompt,
         }
 
-    def step(self, index: int) -> StepRecord:
-        self.clock.start_step()
+    def step(self, index: int, memory_step: bool = False) -> StepRecord:
+        self.clock.start_step(release=memory_step)
         with forced_length_sampler(self.spec.new_tokens, self.clock):
             batch, _ = self.grpo.collect(self.stream, step_generator(self.spec.seed, index, self.device))
             with self.clock.phase("update"):

@@ -2,7 +2,8 @@
 
 Per side and phase: min / median / max seconds over the timed steps (warm-up excluded); completion
 tokens/s = completion tokens of a step / its seconds; memory = the largest per-step peak, overall and
-per phase. Ratios
+per phase, taken from the memory step where there is one (CPU; see :mod:`fairrl.bench.timing`), else
+from the timed steps. Ratios
 fairrl/TRL are taken step by step over paired steps (step i of each side, run back to back), then
 summarised. ``speedup_vs_trl`` = TRL's median step seconds / fairrl's median step seconds (> 1: fairrl
 is faster). ``floor_ratio`` = a side's median seconds / the floor seconds of the phase.
@@ -30,18 +31,23 @@ def _row_values(r: StepRecord, row: str) -> float:
     return r.seconds if row == "step" else r.phases[row]
 
 
+def _timed(records: list[StepRecord], warmup: int) -> list[StepRecord]:
+    return [r for r in records[warmup:] if not r.memory_step]
+
+
 def side_summary(records: list[StepRecord], warmup: int, floor: dict) -> dict:
     """The JSON block of one side: every step (warm-up flagged) and summaries of the timed ones."""
-    timed = records[warmup:]
+    timed = _timed(records, warmup)
+    measured = [r for r in records if r.memory_step] or timed
     phases = {row: summarize([_row_values(r, row) for r in timed]) for row in ROWS}
     floor_ratio = {}
     for row in ROWS:
         f = floor.get(row, {}).get("seconds", 0.0)
         floor_ratio[row] = phases[row]["median"] / f if phases[row] and f > 0 else None
-    peaks = [r.peak_bytes for r in timed]
-    steps = [r.step_bytes for r in timed]
+    peaks = [r.peak_bytes for r in measured]
+    steps = [r.step_bytes for r in measured]
     phase_peaks: dict[str, int] = {}
-    for r in timed:
+    for r in measured:
         for k, v in r.phase_peak_bytes.items():
             phase_peaks[k] = max(phase_peaks.get(k, 0), v)
     return {
@@ -52,6 +58,7 @@ def side_summary(records: list[StepRecord], warmup: int, floor: dict) -> dict:
         "prompt_tokens": timed[-1].prompt_tokens if timed else None,
         "peak_memory_bytes": max(peaks) if peaks and None not in peaks else None,
         "step_memory_bytes": max(steps) if steps and None not in steps else None,
+        "memory_from": "memory step" if measured is not timed else "timed steps",
         "phase_peak_memory_bytes": {k: phase_peaks[k] for k in PHASES if k in phase_peaks},
         "floor_ratio": floor_ratio,
     }
@@ -59,7 +66,7 @@ def side_summary(records: list[StepRecord], warmup: int, floor: dict) -> dict:
 
 def paired_ratios(ours: list[StepRecord], theirs: list[StepRecord], warmup: int) -> dict:
     """{row: min/median/max of ours_i / theirs_i over paired timed steps} (None where theirs is 0)."""
-    pairs = list(zip(ours[warmup:], theirs[warmup:], strict=False))
+    pairs = list(zip(_timed(ours, warmup), _timed(theirs, warmup), strict=False))
     out = {}
     for row in ROWS:
         vals = [_row_values(a, row) / _row_values(b, row) for a, b in pairs if _row_values(b, row) > 0]
@@ -168,8 +175,8 @@ def format_table(report: dict) -> str:
     lines += [rule, _cells(tok, widths[: len(tok)]), _cells(mem, widths[: len(mem)])]
     lines += [_cells(r, widths[: len(r)]) for r in phase_mem]
     lines.append(
-        f"(memory: {report['environment']['memory']}, peak of the process, per step and per phase; in brackets: "
-        "above the step's start)"
+        f"(memory: {report['environment']['memory']}, peak of the process, per step and per phase, from the "
+        f"{fr.get('memory_from', 'timed steps')}; in brackets: above the step's start)"
     )
     lines.append("")
     if report["speedup_vs_trl"] is not None:

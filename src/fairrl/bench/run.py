@@ -96,7 +96,8 @@ def _run(spec: BenchSpec, console: Console) -> dict:
     console(f"loading {spec.model} ({spec.dtype}) on {device} ...")
     bench = load_bench_model(spec.model, spec.dtype, device, spec.seed)
     examples = bench_examples(bench.tokenizer, spec.prompts, spec.prompt_tokens)
-    total_steps = spec.warmup + spec.steps
+    memory_step = device.type == "cpu" and PeakMeter(device).kind is not None  # see fairrl.bench.timing
+    total_steps = spec.warmup + spec.steps + int(memory_step)
     fairrl_records: list[StepRecord] = []
     trl_records: list[StepRecord] | None = None
     trl_settings = None
@@ -112,15 +113,18 @@ def _run(spec: BenchSpec, console: Console) -> dict:
         peak = device_peak(device, DTYPES[spec.dtype], spec.probe_seconds)
 
         def fairrl_step(i: int) -> None:
-            fairrl_records.append(fairrl.step(i))
-            console(f"  step {i + 1}/{total_steps}: fairrl {fairrl_records[-1].seconds:.2f}s"
+            last = memory_step and i == total_steps - 1
+            fairrl_records.append(fairrl.step(i, memory_step=last))
+            console(f"  step {i + 1}/{total_steps}{' (memory, untimed)' if last else ''}: fairrl "
+                    f"{fairrl_records[-1].seconds:.2f}s"
                     + (f", TRL {trl_records[-1].seconds:.2f}s" if trl_records else ""))  # fmt: skip
 
         if skip_reason is None:
             console(f"running {total_steps} steps per side (TRL {trl_version()}), alternating ...")
             trl = TRLSide(
-                spec, trl_model, bench.tokenizer, device, examples, Path(tmp), after_step=fairrl_step
-            )
+                spec, trl_model, bench.tokenizer, device, examples, Path(tmp), after_step=fairrl_step,
+                memory_step=memory_step,
+            )  # fmt: skip
             trl_records = trl.records
             trl.run()
             trl_settings = trl.settings()

@@ -106,12 +106,14 @@ class TRLSide:
 
     def __init__(
         self, spec: BenchSpec, model, tokenizer, device: torch.device, examples: list[Example], workdir: Path,
-        after_step: Callable[[int], None] | None = None,
+        after_step: Callable[[int], None] | None = None, memory_step: bool = False,
     ):  # fmt: skip
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
 
         self.spec, self.device, self.after_step = spec, device, after_step
+        self.total_steps = spec.warmup + spec.steps + int(memory_step)
+        self.memory_step = memory_step
         self.clock = PhaseClock(device)
         self.records: list[StepRecord] = []
         self._tokens: tuple[int, list[int]] = (0, [])
@@ -129,7 +131,7 @@ class TRLSide:
             learning_rate=spec.learning_rate,
             lr_scheduler_type="constant",
             max_grad_norm=1.0,
-            max_steps=spec.warmup + spec.steps,
+            max_steps=self.total_steps,
             **_no_checkpointing(GRPOConfig),
             bf16=False,
             fp16=False,
@@ -208,7 +210,7 @@ class TRLSide:
         }
 
     def begin_step(self) -> None:
-        self.clock.start_step()
+        self.clock.start_step(release=self.memory_step and len(self.records) == self.total_steps - 1)
 
     def end_step(self) -> None:
         completion_tokens, prompt_tokens = self._tokens
