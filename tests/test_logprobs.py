@@ -72,3 +72,19 @@ def test_finished_rows_are_padded_and_masked():
     assert r.completion_ids.shape[1] == 1
     assert r.completion_mask.sum().item() == 4
     assert not r.truncated.any()
+
+
+def test_row_wise_log_softmax_equals_full_log_softmax_with_gradients():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g, requires_grad=True)
+    targets = torch.randint(0, 11, (3, 5), generator=g)
+    weights = torch.randn(3, 5, generator=g)
+    from fairrl.models.logprobs import token_logprobs
+
+    for temperature in (1.0, 0.7):
+        rows = token_logprobs(logits, targets, temperature)
+        (g_rows,) = torch.autograd.grad((rows * weights).sum(), logits)
+        full = torch.log_softmax(logits / temperature, -1).gather(-1, targets[..., None]).squeeze(-1)
+        (g_full,) = torch.autograd.grad((full * weights).sum(), logits)
+        torch.testing.assert_close(rows, full, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(g_rows, g_full, atol=1e-6, rtol=1e-6)
