@@ -47,6 +47,9 @@ class ModelConfig(_Strict):
     """Hub revision (branch, tag or commit)."""
     lora: LoraConfig | None = Field(default_factory=LoraConfig)
     """LoRA adapters (null = full fine-tuning, with a frozen copy as KL reference when beta > 0)."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them (less memory, one
+    more forward). The training forward then encodes the prompt with each completion (no KV cache)."""
 
 
 class BBQSourceConfig(_Strict):
@@ -154,6 +157,9 @@ class AlgorithmConfig(_Strict):
     equally (a FairGRPO-style project extension)."""
     share_prompt: bool = True
     """Encode each prompt once per group in generation and training (exact; off = plain padded path)."""
+    micro_batch_size: int | None = Field(None, ge=1)
+    """Completions per forward/backward pass; gradients accumulate over the P x G completions of a step
+    (exact, any loss_type). Must divide num_generations or be a multiple of it; null = all at once."""
 
 
 class RewardsConfig(_Strict):
@@ -224,6 +230,12 @@ class TrainConfig(_Strict):
             raise ValueError(f"data.ratio gives no share to configured source(s) {sorted(missing)}")
         if not self.rewards.functions:
             raise ValueError("rewards.functions is empty: name at least one reward function")
+        m, G = self.algorithm.micro_batch_size, self.algorithm.num_generations
+        if m is not None and G % m and m % G:
+            raise ValueError(
+                f"algorithm.micro_batch_size={m} must divide num_generations={G} or be a multiple of it "
+                "(a micro-batch holds part of one prompt's group or whole groups)"
+            )
         return self
 
 

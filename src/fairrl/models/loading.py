@@ -160,6 +160,27 @@ def apply_lora(model, lora: LoraSettings):
     return get_peft_model(model, config)
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute layer activations in backward (transformers' checkpointing, non-reentrant: works with
+    frozen inputs such as LoRA's base model without ``enable_input_require_grads``). transformers >= 5
+    calls it activation checkpointing; older versions gradient checkpointing."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def checkpointing_active(model) -> bool:
+    """Whether ``model`` recomputes activations in backward (either transformers spelling)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        try:
+            return bool(getattr(model, name))
+        except AttributeError:
+            continue
+    return False
+
+
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from fairrl.models.loading import checkpointing_active
 from fairrl.rollout.generate import positions_from_mask
 
 
@@ -55,9 +56,14 @@ def completion_logits(
     group_size: int,
     share_prompt: bool = True,
 ) -> torch.Tensor:
-    """Logits that predict each completion token, ``[P*G, Lc, V]`` (row ``p*G + g``)."""
+    """Logits that predict each completion token, ``[P*G, Lc, V]`` (row ``p*G + g``).
+
+    With gradient checkpointing active (training mode, gradients on) transformers drops the KV cache
+    inside checkpointed layers, so the prompt is then encoded with each completion (the plain path).
+    """
     G = group_size
-    if share_prompt:
+    checkpointing = model.training and checkpointing_active(model)
+    if share_prompt and not (checkpointing and torch.is_grad_enabled()):
         out = model(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,

@@ -33,6 +33,7 @@ from fairrl.config import TrainConfig
 from fairrl.data.records import Example, rows_to_columns
 from fairrl.losses import policy_loss
 from fairrl.models.logprobs import completion_logprobs
+from fairrl.recipes.microbatch import micro_batch_weight, micro_batches
 from fairrl.rewards import evaluate_rewards, get_reward
 from fairrl.rollout.generate import Rollout, left_pad, sample_groups
 
@@ -178,30 +179,43 @@ class GRPOStep:
         if alg.mask_truncated_completions:
             mask = mask * (~r.truncated).float()[:, None]
         ref_logp = self.reference_logprobs(r) if alg.beta > 0 else None
+        chunks = micro_batches(len(batch.examples), G, alg.micro_batch_size)
+        total_tokens = float(mask.sum())
         self.policy.train()
         stats: dict[str, float] = {}
         for it in range(alg.num_iterations):
-            logp, entropy = completion_logprobs(
-                self.policy, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, G,
-                temperature=alg.temperature, share_prompt=alg.share_prompt, with_entropy=(it == 0),
-            )
-            old = logp.detach() if alg.num_iterations == 1 else r.logprobs
-            loss, loss_stats = policy_loss(
-                logp, old, adv, mask,
-                loss_type=alg.loss_type, epsilon=alg.epsilon, epsilon_high=alg.epsilon_high,
-                importance_sampling_level=alg.importance_sampling_level,
-                max_completion_length=alg.max_completion_length, ref_logp=ref_logp, beta=alg.beta,
-                delta=alg.delta,
-            )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            sums: dict[str, float] = {}
+            for c in chunks:
+                rows = c.rows
+                logp, entropy = completion_logprobs(
+                    self.policy, r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[rows],
+                    r.completion_mask[rows], c.group_size, temperature=alg.temperature,
+                    share_prompt=alg.share_prompt, with_entropy=(it == 0),
+                )  # fmt: skip
+                old = logp.detach() if alg.num_iterations == 1 else r.logprobs[rows]
+                loss, loss_stats = policy_loss(
+                    logp, old, adv[rows], mask[rows],
+                    loss_type=alg.loss_type, epsilon=alg.epsilon, epsilon_high=alg.epsilon_high,
+                    importance_sampling_level=alg.importance_sampling_level,
+                    max_completion_length=alg.max_completion_length,
+                    ref_logp=None if ref_logp is None else ref_logp[rows], beta=alg.beta, delta=alg.delta,
+                )  # fmt: skip
+                tokens = float(mask[rows].sum())
+                weight = micro_batch_weight(alg.loss_type, logp.shape[0], adv.shape[0], tokens, total_tokens)
+                (loss * weight).backward()
+                share = tokens / max(total_tokens, 1.0)  # token-weighted mean of the per-batch statistics
+                sums["loss"] = sums.get("loss", 0.0) + weight * float(loss.detach())
+                for k, v in loss_stats.items():
+                    sums[k] = sums.get(k, 0.0) + share * float(v)
+                if entropy is not None:
+                    sums["entropy"] = sums.get("entropy", 0.0) + share * float(entropy)
             grad_norm = _clip(self.policy, alg.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            if it == 0:
-                stats["entropy"] = float(entropy)
-            stats.update({k: float(v) for k, v in loss_stats.items()})
-            stats["loss"] = float(loss.detach())
+            if it > 0:
+                sums.pop("entropy", None)
+            stats.update(sums)
             stats["grad_norm"] = grad_norm
         stats["learning_rate"] = scheduler.get_last_lr()[0]
         self.policy.eval()
@@ -209,12 +223,23 @@ class GRPOStep:
 
     @torch.no_grad()
     def reference_logprobs(self, r: Rollout) -> torch.Tensor:
-        args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, r.group_size)
+        """Log-probs under the reference (frozen copy, or the policy with its adapter disabled), per micro-batch."""
         kw = {"temperature": self.alg.temperature, "share_prompt": self.alg.share_prompt}
+        chunks = micro_batches(r.prompt_ids.shape[0], r.group_size, self.alg.micro_batch_size)
+
+        def run(model) -> torch.Tensor:
+            return torch.cat([
+                completion_logprobs(
+                    model, r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[c.rows],
+                    r.completion_mask[c.rows], c.group_size, **kw,
+                )[0]
+                for c in chunks
+            ])  # fmt: skip
+
         if self.ref_model is not None:
-            return completion_logprobs(self.ref_model, *args, **kw)[0]
+            return run(self.ref_model)
         with self.policy.disable_adapter():
-            return completion_logprobs(self.policy, *args, **kw)[0]
+            return run(self.policy)
 
 
 def _as_list(x) -> list[int]:

@@ -33,6 +33,7 @@ from fairrl.models.loading import (
     _quiet_transformers,
     apply_lora,
     count_parameters,
+    enable_gradient_checkpointing,
     load_model,
     load_tokenizer,
 )
@@ -67,6 +68,8 @@ def build_policy(cfg: TrainConfig, device: torch.device):
     model = load_model(
         m.name_or_path, dtype=m.dtype, device=device, trust_remote_code=m.trust_remote_code, revision=m.revision
     )
+    if m.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if m.lora is not None:
         lora = m.lora
         model = apply_lora(model, LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules))
