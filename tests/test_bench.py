@@ -329,6 +329,26 @@ def test_bench_cli_against_trl(tmp_path, have_tokenizer):
     assert set(report["fairrl_over_trl"]) == set(ROWS)
 
 
+def test_bench_cli_with_checkpointing_and_micro_batches_on_both_sides(tmp_path, have_tokenizer):
+    if trl_unavailable():
+        pytest.skip(trl_unavailable())
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, [*TINY, "--gradient-checkpointing", "--micro-batch", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for side in ("fairrl", "trl"):
+        _check_side(report[side], 1 * 2 * 4)
+        assert report["settings"][side]["gradient_checkpointing"] is True
+        assert report["settings"][side]["micro_batch"] == 1
+    assert report["warnings"] == []
+    assert "micro-batches of 1" in result.output
+
+
+def test_bench_refuses_a_micro_batch_that_splits_groups_unevenly():
+    with pytest.raises(ConfigError, match="--micro-batch must divide --generations"):
+        BenchSpec(generations=4, micro_batch=3).validate()
+
+
 def test_bench_without_trl_installed_says_how_to_install(monkeypatch, have_tokenizer):
     from fairrl.bench import run
 

@@ -303,6 +303,8 @@ def bench(
     json_out: Annotated[str | None, typer.Option("--json", help="Write the figures to this JSON file.")] = None,
     seed: int = 0,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward (both sides).")] = False,
+    micro_batch: Annotated[int | None, typer.Option(min=1, help="Completions per forward/backward on both sides (divides G or is a multiple of it).")] = None,
 ) -> None:
     """Time fairrl's GRPO step against TRL's GRPOTrainer on the same model and forced token counts."""
     from fairrl.bench.report import format_table
@@ -313,7 +315,7 @@ def bench(
     spec = BenchSpec(
         model=model, prompts=prompts, generations=generations, new_tokens=new_tokens, prompt_tokens=prompt_tokens,
         steps=steps, warmup=warmup, beta=beta, lora=lora, dtype=dtype, device=device, trl=not no_trl, seed=seed,
-        threads=threads,
+        threads=threads, gradient_checkpointing=gradient_checkpointing, micro_batch=micro_batch,
     )  # fmt: skip
     try:
         report = run_bench(spec, console=_echo)

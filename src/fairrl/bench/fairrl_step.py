@@ -32,7 +32,7 @@ from fairrl.bench.timing import PhaseClock, StepRecord, time_optimizer
 from fairrl.bench.workload import REWARD_NAME, BenchSpec, prompt_length
 from fairrl.config import TrainConfig
 from fairrl.data.records import Example
-from fairrl.models.loading import LoraSettings, apply_lora
+from fairrl.models.loading import LoraSettings, apply_lora, enable_gradient_checkpointing
 from fairrl.recipes.grpo import GRPOStep, PromptStream, make_reference, step_generator
 from fairrl.recipes.train import make_optimizer
 
@@ -42,7 +42,10 @@ def bench_config(spec: BenchSpec, max_prompt_length: int) -> TrainConfig:
     return TrainConfig.model_validate(
         {
             "seed": spec.seed,
-            "model": {"name_or_path": spec.model, "dtype": spec.dtype, "lora": {} if spec.lora else None},
+            "model": {
+                "name_or_path": spec.model, "dtype": spec.dtype, "lora": {} if spec.lora else None,
+                "gradient_checkpointing": spec.gradient_checkpointing,
+            },  # fmt: skip
             "rewards": {"functions": [{"name": REWARD_NAME}]},
             "algorithm": {
                 "num_generations": spec.generations,
@@ -54,6 +57,7 @@ def bench_config(spec: BenchSpec, max_prompt_length: int) -> TrainConfig:
                 "loss_type": spec.loss_type,
                 "temperature": 1.0,
                 "top_p": 1.0,
+                "micro_batch_size": spec.micro_batch,
             },
         }
     )
@@ -81,6 +85,8 @@ class FairrlSide:
         self.spec, self.device = spec, device
         lengths = [prompt_length(tokenizer, e.prompt) for e in examples]
         cfg = bench_config(spec, max(lengths) + 8)
+        if spec.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         if spec.lora:
             lora = cfg.model.lora
             model = apply_lora(model, LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules))
@@ -101,7 +107,8 @@ class FairrlSide:
         return {
             "optimizer": type(opt).__name__,
             "optimizer_fused": bool(opt.defaults.get("fused")),
-            "gradient_checkpointing": False,
+            "gradient_checkpointing": self.spec.gradient_checkpointing,
+            "micro_batch": alg.micro_batch_size,
             "autocast": None,
             "weights_dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
             "loss_type": alg.loss_type,

@@ -126,6 +126,8 @@ def _describe(settings: dict) -> str:
     parts = [f"optimiser {opt}", f"reference {settings['reference'] or 'none'}",
              "checkpointing " + ("on" if settings["gradient_checkpointing"] else "off"),
              f"autocast {settings['autocast'] or 'off'}", f"weights {settings['weights_dtype']}"]  # fmt: skip
+    if settings.get("micro_batch"):
+        parts.append(f"micro-batches of {settings['micro_batch']}")
     return ", ".join(parts)
 
 

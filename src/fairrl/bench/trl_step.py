@@ -71,14 +71,17 @@ def _unwrap_optimizer(opt) -> torch.optim.Optimizer:
     return inner if isinstance(inner, torch.optim.Optimizer) else opt
 
 
-def _no_checkpointing(config_cls) -> dict[str, bool]:
-    """Turn activation checkpointing off under the name this transformers knows (renamed in 5.x)."""
+def _checkpointing(config_cls, on: bool) -> dict:
+    """Activation checkpointing on or off under the name this transformers knows (renamed in 5.x),
+    non-reentrant like fairrl's."""
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(config_cls)}
-    return {
-        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False
-    }
+    act = "activation_checkpointing" in names
+    out: dict = {"activation_checkpointing" if act else "gradient_checkpointing": on}
+    if on:
+        out["activation_checkpointing_kwargs" if act else "gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    return out
 
 
 def _make_callback(side: TRLSide):
@@ -119,8 +122,9 @@ class TRLSide:
         self._tokens: tuple[int, list[int]] = (0, [])
         args = GRPOConfig(
             output_dir=str(workdir / "trl"),
-            per_device_train_batch_size=spec.prompts * spec.generations,
-            gradient_accumulation_steps=1,
+            # micro-batches: m completions per forward/backward, P*G/m of them per optimiser step
+            per_device_train_batch_size=spec.micro_batch or spec.prompts * spec.generations,
+            gradient_accumulation_steps=spec.prompts * spec.generations // (spec.micro_batch or spec.prompts * spec.generations),
             num_generations=spec.generations,
             max_completion_length=spec.new_tokens,
             generation_kwargs={"min_new_tokens": spec.new_tokens},
@@ -132,7 +136,7 @@ class TRLSide:
             lr_scheduler_type="constant",
             max_grad_norm=1.0,
             max_steps=self.total_steps,
-            **_no_checkpointing(GRPOConfig),
+            **_checkpointing(GRPOConfig, spec.gradient_checkpointing),
             bf16=False,
             fp16=False,
             use_cpu=device.type == "cpu",
@@ -198,7 +202,8 @@ class TRLSide:
         return {
             "optimizer": type(opt).__name__ if opt is not None else None,
             "optimizer_fused": bool(opt.defaults.get("fused")) if opt is not None else None,
-            "gradient_checkpointing": bool(a.gradient_checkpointing),
+            "gradient_checkpointing": bool(getattr(a, "activation_checkpointing", False) or a.gradient_checkpointing),
+            "micro_batch": a.per_device_train_batch_size if a.gradient_accumulation_steps > 1 else None,
             "autocast": "bf16" if a.bf16 else ("fp16" if a.fp16 else None),
             "weights_dtype": str(t.model.dtype).removeprefix("torch."),
             "loss_type": a.loss_type,

@@ -44,6 +44,8 @@ class BenchSpec:
     trl: bool = True
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    gradient_checkpointing: bool = False  # both sides
+    micro_batch: int | None = None  # completions per forward/backward on both sides (None: all P x G)
     learning_rate: float = 1e-6
     loss_type: str = "grpo"
     probe_seconds: float = 0.5
@@ -62,6 +64,11 @@ class BenchSpec:
             (self.warmup >= 0, "--warmup must be 0 or more"),
             (self.beta >= 0, "--beta must be 0 or more"),
             (self.threads is None or self.threads >= 1, "--threads must be at least 1"),
+            (
+                self.micro_batch is None
+                or (self.micro_batch >= 1 and not (self.generations % self.micro_batch and self.micro_batch % self.generations)),
+                f"--micro-batch must divide --generations ({self.generations}) or be a multiple of it",
+            ),
             (self.learning_rate > 0, "the learning rate must be positive"),
             (
                 self.loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"),
