@@ -27,7 +27,15 @@ from fairrl.bench.floor import (
     train_work,
 )
 from fairrl.bench.models import ARCHITECTURES, arch_config
-from fairrl.bench.report import ROWS, format_table, paired_ratios, side_summary, speedup, summarize
+from fairrl.bench.report import (
+    ROWS,
+    format_table,
+    model_flops_utilisation,
+    paired_ratios,
+    side_summary,
+    speedup,
+    summarize,
+)
 from fairrl.bench.timing import PHASES, PhaseClock, StepRecord, close_phases
 from fairrl.bench.trl_step import trl_unavailable
 from fairrl.bench.workload import BenchSpec, hash_reward
@@ -295,6 +303,7 @@ def _check_side(side: dict, expected_tokens: int) -> None:
         assert len(steps) == 2
     assert side["completion_tokens_per_step"] == expected_tokens
     assert all(isinstance(side["seconds"][row]["median"], float) for row in ROWS)
+    assert 0 < side["mfu"]["forward_backward"] < 1.5  # model FLOPs over time and measured peak
 
 
 def test_bench_cli_fairrl_side_only(tmp_path, have_tokenizer):
@@ -375,6 +384,13 @@ def test_bench_cli_bad_input_is_one_error_line(args, message):
     result = CliRunner().invoke(app, ["bench", "--no-trl", *args])
     assert result.exit_code == 2
     assert "error:" in result.output and message in result.output
+
+
+def test_model_flops_utilisation_by_hand():
+    side = {"seconds": {"forward_backward": {"median": 2.0}, "reference": None, "step": {"median": 4.0}}}
+    floor = {"forward_backward": {"flops": 1e9}, "step": {"flops": 2e9}}
+    mfu = model_flops_utilisation(side, floor, peak_flops=1e9)  # 1 GFLOP in 2 s on a 1 GFLOP/s device
+    assert mfu == {"reference": None, "forward_backward": 0.5, "step": 0.5}
 
 
 def test_memory_step_counts_for_memory_not_for_time():

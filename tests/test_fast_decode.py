@@ -115,3 +115,17 @@ def test_fused_adamw_equals_the_default_implementation():
             opt.step()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_checking_for_finished_rows_less_often_changes_nothing():
+    """On CUDA the loop asks whether all rows finished every few steps only; the rollout is the same."""
+    model = make_tiny_llama()
+    ids, mask = left_pad([[5, 6, 7, 8, 9], [10, 11, 12]], pad_id=0)
+    kw = dict(group_size=4, max_new_tokens=24, eos_token_ids=list(range(2, 40)), pad_token_id=0)  # stops early
+    every = sample_groups(model, ids, mask, sync_every=1, generator=torch.Generator().manual_seed(5), **kw)
+    sparse = sample_groups(model, ids, mask, sync_every=8, generator=torch.Generator().manual_seed(5), **kw)
+    assert every.completion_ids.shape[1] < 24  # all rows finished before the limit
+    assert torch.equal(every.completion_ids, sparse.completion_ids)
+    assert torch.equal(every.completion_mask, sparse.completion_mask)
+    assert torch.equal(every.truncated, sparse.truncated)
+    torch.testing.assert_close(every.logprobs, sparse.logprobs)

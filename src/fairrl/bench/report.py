@@ -64,6 +64,17 @@ def side_summary(records: list[StepRecord], warmup: int, floor: dict) -> dict:
     }
 
 
+def model_flops_utilisation(side: dict, floor: dict, peak_flops: float) -> dict[str, float | None]:
+    """{phase: model FLOPs of the phase / (median seconds x device peak FLOP/s)} (MFU; recomputation by
+    gradient checkpointing is not model FLOPs, so it lowers MFU)."""
+    out: dict[str, float | None] = {}
+    for row in ("reference", "forward_backward", "step"):
+        secs = side["seconds"].get(row)
+        flops = floor.get(row, {}).get("flops")
+        out[row] = flops / (secs["median"] * peak_flops) if secs and flops and secs["median"] > 0 else None
+    return out
+
+
 def paired_ratios(ours: list[StepRecord], theirs: list[StepRecord], warmup: int) -> dict:
     """{row: min/median/max of ours_i / theirs_i over paired timed steps} (None where theirs is 0)."""
     pairs = list(zip(_timed(ours, warmup), _timed(theirs, warmup), strict=False))
@@ -180,6 +191,10 @@ def format_table(report: dict) -> str:
         f"(memory: {report['environment']['memory']}, peak of the process, per step and per phase, from the "
         f"{fr.get('memory_from', 'timed steps')}; in brackets: above the step's start)"
     )
+    mfu = [f"{name} {100 * s['mfu']['forward_backward']:.1f}%" for name, s in (("fairrl", fr), ("TRL", trl))
+           if s and s.get("mfu", {}).get("forward_backward") is not None]  # fmt: skip
+    if mfu:
+        lines.append("training MFU (forward+backward model FLOPs / time / device peak): " + ", ".join(mfu))
     lines.append("")
     if report["speedup_vs_trl"] is not None:
         lines.append(

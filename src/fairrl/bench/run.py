@@ -20,7 +20,7 @@ import torch
 from fairrl.bench.fairrl_step import FairrlSide
 from fairrl.bench.floor import cpu_name, device_peak, model_shape, step_floor
 from fairrl.bench.models import load_bench_model, save_weights
-from fairrl.bench.report import paired_ratios, side_summary, speedup
+from fairrl.bench.report import model_flops_utilisation, paired_ratios, side_summary, speedup
 from fairrl.bench.timing import PeakMeter, StepRecord
 from fairrl.bench.trl_step import TRLSide, trl_unavailable, trl_version
 from fairrl.bench.workload import BenchSpec, bench_examples
@@ -142,6 +142,9 @@ def _run(spec: BenchSpec, console: Console) -> dict:
     floor = step_floor(shape, prompt_lens, spec.generations, spec.new_tokens, spec.beta, peak)
     fr = side_summary(fairrl_records, spec.warmup, floor)
     tr = side_summary(trl_records, spec.warmup, floor) if trl_records is not None else None
+    for side in (fr, tr):
+        if side is not None:
+            side["mfu"] = model_flops_utilisation(side, floor, peak.flops_per_s)
     report = {
         "spec": spec.as_dict(),
         "environment": _environment(device),

@@ -49,6 +49,9 @@ class Rollout:
         return self.completion_mask.sum(-1)  # [P*G]
 
 
+SYNC_EVERY = 8  # decode steps between checks that every row has finished (CUDA)
+
+
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack token lists into left-padded ids and mask, ``[B, L]`` each."""
     width = max(len(s) for s in sequences)
@@ -127,27 +130,32 @@ def sample_groups(
     share_prompt: bool = True,
     min_new_tokens: int = 0,
     fast: bool = True,
+    sync_every: int | None = None,
 ) -> Rollout:
     """Sample ``group_size`` completions for each left-padded prompt (see module docstring).
 
     ``fast`` (default) decodes with an in-place KV cache (:mod:`fairrl.rollout.kv_cache`) and, on the
     CPU, the skinny-matrix layout for the decode step's linear layers (:mod:`fairrl.rollout.skinny_linear`);
     ``fast=False`` is the plain Hugging Face path. Both give the same tokens up to float rounding.
+    ``sync_every``: decode steps between host checks that all rows finished (default 1 on the CPU,
+    where a check is free, and ``SYNC_EVERY`` on CUDA); the result does not depend on it.
     """
+    if sync_every is None:
+        sync_every = SYNC_EVERY if prompt_ids.device.type == "cuda" else 1
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"min_new_tokens must lie in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     kernels = skinny_linears(model) if fast and prompt_ids.device.type == "cpu" else nullcontext()
     with kernels:
         return _sample(
             model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
-            temperature, top_p, generator, share_prompt, min_new_tokens,
+            temperature, top_p, generator, share_prompt, min_new_tokens, sync_every,
             growing_cache(model, prompt_ids.shape[1] + max_new_tokens) if fast else None,
         )  # fmt: skip
 
 
 def _sample(
     model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
-    temperature, top_p, generator, share_prompt, min_new_tokens, cache,
+    temperature, top_p, generator, share_prompt, min_new_tokens, sync_every, cache,
 ) -> Rollout:  # fmt: skip
     device = prompt_ids.device
     G = group_size
@@ -192,7 +200,10 @@ def _sample(
         alive.append(~finished)
         logps.append(torch.where(finished, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1)))
         finished = finished | torch.isin(tok, eos)
-        if bool(finished.all()) or step == max_new_tokens - 1:
+        # reading ``finished`` waits for the device; on CUDA ask only every SYNC_EVERY steps (rows that
+        # finished meanwhile decode padding, trimmed below)
+        check = step % sync_every == sync_every - 1
+        if step == max_new_tokens - 1 or (check and step >= min_new_tokens and bool(finished.all())):
             break
         mask = torch.cat([mask, alive[-1].long()[:, None]], dim=-1)
         out = model(
@@ -207,12 +218,13 @@ def _sample(
         next_pos = next_pos + 1
     completion_ids = torch.stack(tokens, dim=1)  # [P*G, Lc]
     completion_mask = torch.stack(alive, dim=1).long()  # [P*G, Lc]
+    width = int(completion_mask.sum(-1).max()) if n else 0  # drop columns of padding only
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
-        completion_ids=completion_ids,
-        completion_mask=completion_mask,
-        logprobs=torch.stack(logps, dim=1),
+        completion_ids=completion_ids[:, :width],
+        completion_mask=completion_mask[:, :width],
+        logprobs=torch.stack(logps, dim=1)[:, :width],
         truncated=~finished,
         group_size=G,
     )
