@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fairrl.errors import ConfigError
+from fairrl.recipes.microbatch import keeps_groups
 
 
 class _Strict(BaseModel):
@@ -231,7 +232,7 @@ class TrainConfig(_Strict):
         if not self.rewards.functions:
             raise ValueError("rewards.functions is empty: name at least one reward function")
         m, G = self.algorithm.micro_batch_size, self.algorithm.num_generations
-        if m is not None and G % m and m % G:
+        if m is not None and not keeps_groups(m, G):
             raise ValueError(
                 f"algorithm.micro_batch_size={m} must divide num_generations={G} or be a multiple of it "
                 "(a micro-batch holds part of one prompt's group or whole groups)"

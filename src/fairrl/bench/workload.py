@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from fairrl.data.records import Example
 from fairrl.errors import ConfigError
+from fairrl.recipes.microbatch import keeps_groups
 from fairrl.rewards.base import completion_text
 
 # A fixed passage; words are taken cyclically until the prompt reaches its target length.
@@ -65,8 +66,7 @@ class BenchSpec:
             (self.beta >= 0, "--beta must be 0 or more"),
             (self.threads is None or self.threads >= 1, "--threads must be at least 1"),
             (
-                self.micro_batch is None
-                or (self.micro_batch >= 1 and not (self.generations % self.micro_batch and self.micro_batch % self.generations)),
+                self.micro_batch is None or keeps_groups(self.micro_batch, self.generations),
                 f"--micro-batch must divide --generations ({self.generations}) or be a multiple of it",
             ),
             (self.learning_rate > 0, "the learning rate must be positive"),

@@ -28,6 +28,11 @@ class MicroBatch:
     group_size: int  # completions per prompt inside this micro-batch
 
 
+def keeps_groups(size: int, group_size: int) -> bool:
+    """Whether micro-batches of ``size`` completions keep groups whole or slice one group evenly."""
+    return size >= 1 and (group_size % size == 0 or size % group_size == 0)
+
+
 def micro_batches(prompts: int, group_size: int, size: int | None) -> list[MicroBatch]:
     """The micro-batches of a P x G step (module docstring); ``size`` None or >= P*G: one batch."""
     P, G = prompts, group_size
@@ -36,7 +41,7 @@ def micro_batches(prompts: int, group_size: int, size: int | None) -> list[Micro
     if size % G == 0:
         k = size // G
         return [MicroBatch(slice(p, min(p + k, P)), slice(p * G, min(p + k, P) * G), G) for p in range(0, P, k)]
-    if G % size:
+    if not keeps_groups(size, G):
         raise ValueError(f"micro-batch size {size} must divide the group size {G} or be a multiple of it")
     return [
         MicroBatch(slice(p, p + 1), slice(p * G + j, p * G + j + size), size)
