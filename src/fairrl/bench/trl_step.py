@@ -119,12 +119,14 @@ class TRLSide:
         self.memory_step = memory_step
         self.clock = PhaseClock(device)
         self.records: list[StepRecord] = []
+        batch = spec.prompts * spec.generations
+        micro = min(spec.micro_batch or batch, batch)  # a micro-batch larger than the batch is the batch
         self._tokens: tuple[int, list[int]] = (0, [])
         args = GRPOConfig(
             output_dir=str(workdir / "trl"),
             # micro-batches: m completions per forward/backward, P*G/m of them per optimiser step
-            per_device_train_batch_size=spec.micro_batch or spec.prompts * spec.generations,
-            gradient_accumulation_steps=spec.prompts * spec.generations // (spec.micro_batch or spec.prompts * spec.generations),
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=batch // micro,
             num_generations=spec.generations,
             max_completion_length=spec.new_tokens,
             generation_kwargs={"min_new_tokens": spec.new_tokens},
