@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fairrl.rollout.compact_decode import compact_decoder
 from fairrl.rollout.generate import left_pad, sample_categorical, sample_groups
 from fairrl.rollout.kv_cache import GrowingLayer, growing_cache
 from fairrl.rollout.skinny_linear import skinny_linear, skinny_linears
@@ -129,3 +130,84 @@ def test_checking_for_finished_rows_less_often_changes_nothing():
     assert torch.equal(every.completion_mask, sparse.completion_mask)
     assert torch.equal(every.truncated, sparse.truncated)
     torch.testing.assert_close(every.logprobs, sparse.logprobs)
+
+
+def _decode_logits(model, step_fn, steps: int = 5):
+    """Prefill two left-padded prompts, repeat x2, then feed fixed tokens through ``step_fn``."""
+    ids, mask = left_pad([[5, 6, 7, 8, 9], [10, 11, 12]], pad_id=0)
+    cache = growing_cache(model, ids.shape[1] + steps + 1)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+              past_key_values=cache, use_cache=True)  # fmt: skip
+        cache.batch_repeat_interleave(2)
+        mask = mask.repeat_interleave(2, dim=0)
+        pos = mask.sum(-1)
+        out = []
+        for t in range(steps):
+            tok = torch.tensor([3 + t, 4, 5 + t, 6])
+            alive = torch.tensor([1, 1, 1, 0 if t > 2 else 1])  # row 3 "finished" after step 2
+            mask = torch.cat([mask, alive[:, None]], dim=-1)
+            out.append(step_fn(cache, tok, mask, pos))
+            pos = pos + 1
+    return torch.stack(out)
+
+
+def _hf_step(model):
+    def step(cache, tok, mask, pos):
+        return model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
+                     use_cache=True).logits[:, -1]  # fmt: skip
+
+    return step
+
+
+def _compact_step(model, skinny):
+    state = {}
+
+    def step(cache, tok, mask, pos):
+        if "dec" not in state:
+            state["dec"] = compact_decoder(model, cache, skinny=skinny)
+            assert state["dec"] is not None
+        return state["dec"].step(tok, mask, pos)
+
+    return step
+
+
+@pytest.mark.parametrize("skinny", [True, False], ids=["skinny", "f-linear"])
+@pytest.mark.parametrize("lora", [False, True])
+@pytest.mark.parametrize("build", [make_tiny_llama, _tiny_qwen2], ids=["llama", "qwen2"])
+def test_compact_decode_step_equals_the_model_forward(build, lora, skinny):
+    model = build()
+    if lora:
+        from fairrl.models.loading import LoraSettings, apply_lora
+
+        model = apply_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules="all-linear"))
+        for name, p in model.named_parameters():
+            if "lora_B" in name:  # PEFT starts B at zero; make the adapter change the outputs
+                torch.nn.init.normal_(p, std=0.5)
+        model.eval()
+    ref = _decode_logits(model, _hf_step(model))
+    got = _decode_logits(model, _compact_step(model, skinny))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_compact_decoder_declines_what_it_does_not_cover():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    assert compact_decoder(gpt2, growing_cache(gpt2, 16), skinny=True) is None
+    llama = make_tiny_llama()
+    assert compact_decoder(llama, None, skinny=True) is None  # no per-layer cache
+    llama.config.hidden_act = "gelu"
+    assert compact_decoder(llama, growing_cache(llama, 16), skinny=True) is None
+
+
+def test_sampling_uses_the_compact_step_for_llama(monkeypatch):
+    import fairrl.rollout.compact_decode as cd
+
+    calls = []
+    original = cd.CompactDecoder.step
+    monkeypatch.setattr(cd.CompactDecoder, "step", lambda self, *a: calls.append(1) or original(self, *a))
+    ids, mask = left_pad([[5, 6, 7]], pad_id=0)
+    sample_groups(make_tiny_llama(), ids, mask, group_size=2, max_new_tokens=4, min_new_tokens=4,
+                  eos_token_ids=[2], pad_token_id=0)  # fmt: skip
+    assert len(calls) == 3  # every decode step after the prefill

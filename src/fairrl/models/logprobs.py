@@ -1,12 +1,20 @@
 """Per-token log-probabilities of completions, with the prompt encoded once per group.
 
-Plain path: concatenate prompt and completion for each of the P*G rows and run one forward.
-Shared path (Prefix-Grouper style, exact): run the P prompts once, with gradient, repeat their
-KV cache G times, and run only the completion tokens on top of it. Each completion attends to its
-prompt's keys/values and causally to itself, never to another completion, and positions continue
-from the prompt's length, so outputs and gradients equal the plain path while the prompt's FLOPs
-and activations shrink by a factor of G.
+Three layouts, same numbers (tested against each other, log-probs and gradients):
 
+- packed (default where it pays, :mod:`fairrl.models.packing`): each prompt and its G completions
+  in one row, attention masked so that completions see the prompt and themselves only; one forward,
+  the prompt encoded once;
+- cached: the P prompts first, with gradient, their KV cache repeated G times, then only the
+  completion tokens on top of it (Prefix-Grouper's other form; used when packing's extra attention
+  work would be large, i.e. long completions);
+- plain: prompt and completion concatenated for each of the P*G rows (``share_prompt=False``, and
+  under gradient checkpointing when packing does not pay, since transformers drops the cache inside
+  checkpointed layers).
+
+For the Llama-family models in ``FUSED_HEAD_MODELS`` the forward stops at the last hidden states and
+:mod:`fairrl.models.head_logprobs` turns only the real completion tokens' states into log-probs, a
+chunk at a time (no full logits tensor); other models return logits that are reduced row by row.
 Log-probs use ``logits / temperature`` (the distribution that was sampled), as TRL does.
 """
 
@@ -14,8 +22,13 @@ from __future__ import annotations
 
 import torch
 
+from fairrl.models.head_logprobs import head_logprobs
 from fairrl.models.loading import checkpointing_active
+from fairrl.models.packing import attention_mask_for, pack_groups, packing_pays
 from fairrl.rollout.generate import positions_from_mask
+
+# Models whose logits are exactly ``lm_head(last hidden state)`` (no soft-capping or logit scale).
+FUSED_HEAD_MODELS = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"}
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -47,6 +60,82 @@ def token_entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float =
         return total / mask.sum().clamp(min=1)
 
 
+def _base(model):
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def output_head(model) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor | None] | None:
+    """(decoder body, output weight, output bias) where log-probs may come from hidden states, else None."""
+    base = _base(model)
+    if type(base).__name__ not in FUSED_HEAD_MODELS or type(getattr(base, "lm_head", None)) is not torch.nn.Linear:
+        return None
+    cfg = base.config
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+        return None
+    return base.model, base.lm_head.weight, base.lm_head.bias
+
+
+def completion_outputs(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    group_size: int,
+    share_prompt: bool = True,
+    body: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(outputs [R, X], source [P*G, Lc])``: row ``source[i, t]`` of ``outputs`` predicts completion token (i, t).
+
+    ``outputs`` are last hidden states when ``body`` (the decoder without its output layer) is given,
+    else logits. The layout (packed, cached or plain) is chosen as the module docstring says.
+    """
+    G = group_size
+    P, Lp = prompt_ids.shape
+    Lc = completion_ids.shape[1]
+    base = _base(model)
+    checkpointing = model.training and checkpointing_active(model) and torch.is_grad_enabled()
+    rows = torch.arange(P * G, device=completion_ids.device)[:, None]
+    if share_prompt and packing_pays(Lp, Lc, G, getattr(base.config, "hidden_size", None) or 1024):
+        packed = pack_groups(prompt_ids, prompt_mask, completion_ids, completion_mask, G)
+        mask = attention_mask_for(base, packed.keep, base.get_input_embeddings().weight.dtype)
+        if mask is not None:
+            kw = {"input_ids": packed.ids, "attention_mask": mask, "position_ids": packed.positions, "use_cache": False}
+            first = Lp - 1  # outputs before the prompt's last position predict nothing
+            if body is not None:
+                out = body(**kw).last_hidden_state[:, first:]
+            else:
+                out = model(**kw, logits_to_keep=packed.ids.shape[1] - first).logits
+            width = out.shape[1]
+            prompt_of = torch.arange(P, device=out.device).repeat_interleave(G)[:, None]
+            return out.reshape(P * width, -1), prompt_of * width + packed.columns - first
+    if share_prompt and not checkpointing:
+        kw = {"attention_mask": prompt_mask, "position_ids": positions_from_mask(prompt_mask), "use_cache": True}
+        head = body(input_ids=prompt_ids, **kw) if body is not None else model(input_ids=prompt_ids, logits_to_keep=1, **kw)
+        cache = head.past_key_values
+        cache.batch_repeat_interleave(G)
+        last = (head.last_hidden_state if body is not None else head.logits)[:, -1:].repeat_interleave(G, dim=0)
+        mask = torch.cat([prompt_mask.repeat_interleave(G, dim=0), completion_mask], dim=-1)
+        start = prompt_mask.sum(-1).repeat_interleave(G)[:, None]  # [P*G, 1]
+        steps = torch.arange(Lc - 1, device=completion_ids.device)[None]
+        kw = {
+            "input_ids": completion_ids[:, :-1], "attention_mask": mask[:, :-1], "position_ids": start + steps,
+            "past_key_values": cache, "use_cache": True,
+        }  # fmt: skip
+        rest = body(**kw).last_hidden_state if body is not None else model(**kw).logits  # [P*G, Lc-1, X]
+        out = torch.cat([last, rest], dim=1)  # [P*G, Lc, X]
+        return out.reshape(P * G * Lc, -1), rows * Lc + torch.arange(Lc, device=out.device)
+    ids = torch.cat([prompt_ids.repeat_interleave(G, dim=0), completion_ids], dim=-1)
+    mask = torch.cat([prompt_mask.repeat_interleave(G, dim=0), completion_mask], dim=-1)
+    kw = {"input_ids": ids, "attention_mask": mask, "position_ids": positions_from_mask(mask)}
+    if body is not None:
+        out = body(**kw, use_cache=False).last_hidden_state[:, Lp - 1 : -1]
+    else:
+        out = model(**kw, use_cache=False, logits_to_keep=Lc + 1).logits[:, :-1]
+    return out.reshape(P * G * Lc, -1), rows * Lc + torch.arange(Lc, device=out.device)
+
+
 def completion_logits(
     model,
     prompt_ids: torch.Tensor,
@@ -56,40 +145,11 @@ def completion_logits(
     group_size: int,
     share_prompt: bool = True,
 ) -> torch.Tensor:
-    """Logits that predict each completion token, ``[P*G, Lc, V]`` (row ``p*G + g``).
-
-    With gradient checkpointing active (training mode, gradients on) transformers drops the KV cache
-    inside checkpointed layers, so the prompt is then encoded with each completion (the plain path).
-    """
-    G = group_size
-    checkpointing = model.training and checkpointing_active(model)
-    if share_prompt and not (checkpointing and torch.is_grad_enabled()):
-        out = model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=positions_from_mask(prompt_mask),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(G)
-        first = out.logits[:, -1:].repeat_interleave(G, dim=0)  # [P*G, 1, V]
-        mask = torch.cat([prompt_mask.repeat_interleave(G, dim=0), completion_mask], dim=-1)
-        start = prompt_mask.sum(-1).repeat_interleave(G)[:, None]  # [P*G, 1]
-        steps = torch.arange(completion_ids.shape[1] - 1, device=completion_ids.device)[None]
-        rest = model(
-            input_ids=completion_ids[:, :-1],
-            attention_mask=mask[:, :-1],
-            position_ids=start + steps,
-            past_key_values=cache,
-            use_cache=True,
-        ).logits  # [P*G, Lc-1, V]
-        return torch.cat([first, rest], dim=1)
-    ids = torch.cat([prompt_ids.repeat_interleave(G, dim=0), completion_ids], dim=-1)
-    mask = torch.cat([prompt_mask.repeat_interleave(G, dim=0), completion_mask], dim=-1)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
-    Lp = prompt_ids.shape[1]
-    return logits[:, Lp - 1 : -1]  # [P*G, Lc, V]
+    """Logits that predict each completion token, ``[P*G, Lc, V]`` (row ``p*G + g``)."""
+    out, source = completion_outputs(
+        model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size, share_prompt
+    )
+    return out[source]
 
 
 def completion_logprobs(
@@ -105,9 +165,20 @@ def completion_logprobs(
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs ``[P*G, Lc]`` of the completions (0 on padding) and optionally mean entropy."""
-    logits = completion_logits(
-        model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size, share_prompt
+    head = output_head(model)
+    args = (model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size, share_prompt)
+    if head is None:
+        out, source = completion_outputs(*args)
+        logits = out[source]  # [P*G, Lc, V]
+        logp = token_logprobs(logits, completion_ids, temperature) * completion_mask
+        entropy = token_entropy(logits, completion_mask, temperature) if with_entropy else None
+        return logp, entropy
+    body, weight, bias = head
+    hidden, source = completion_outputs(*args, body=body)
+    real = completion_mask.bool()
+    logp_real, ent_real = head_logprobs(
+        hidden[source[real]], weight, bias, completion_ids[real], temperature, with_entropy=with_entropy
     )
-    logp = token_logprobs(logits, completion_ids, temperature) * completion_mask
-    entropy = token_entropy(logits, completion_mask, temperature) if with_entropy else None
+    logp = logp_real.new_zeros(completion_ids.shape).index_put((real,), logp_real)
+    entropy = ent_real.sum() / max(int(real.sum()), 1) if ent_real is not None else None
     return logp, entropy

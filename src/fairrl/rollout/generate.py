@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fairrl.rollout.compact_decode import compact_decoder
 from fairrl.rollout.kv_cache import growing_cache
 from fairrl.rollout.skinny_linear import skinny_linears
 
@@ -149,13 +150,13 @@ def sample_groups(
         return _sample(
             model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
             temperature, top_p, generator, share_prompt, min_new_tokens, sync_every,
-            growing_cache(model, prompt_ids.shape[1] + max_new_tokens) if fast else None,
+            growing_cache(model, prompt_ids.shape[1] + max_new_tokens) if fast else None, fast,
         )  # fmt: skip
 
 
 def _sample(
     model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
-    temperature, top_p, generator, share_prompt, min_new_tokens, sync_every, cache,
+    temperature, top_p, generator, share_prompt, min_new_tokens, sync_every, cache, fast,
 ) -> Rollout:  # fmt: skip
     device = prompt_ids.device
     G = group_size
@@ -185,6 +186,7 @@ def _sample(
     n = mask.shape[0]
     eos = torch.tensor(eos_token_ids, device=device)
     finished = torch.zeros(n, dtype=torch.bool, device=device)
+    decoder = compact_decoder(model, cache, skinny=device.type == "cpu") if fast else None
     tokens, alive, logps = [], [], []
     for step in range(max_new_tokens):
         no_eos = step < min_new_tokens
@@ -206,15 +208,18 @@ def _sample(
         if step == max_new_tokens - 1 or (check and step >= min_new_tokens and bool(finished.all())):
             break
         mask = torch.cat([mask, alive[-1].long()[:, None]], dim=-1)
-        out = model(
-            input_ids=tok[:, None],
-            attention_mask=mask,
-            position_ids=next_pos[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        )
-        cache = out.past_key_values
-        logits = out.logits[:, -1]
+        if decoder is not None:
+            logits = decoder.step(tok, mask, next_pos)
+        else:
+            out = model(
+                input_ids=tok[:, None],
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            logits = out.logits[:, -1]
         next_pos = next_pos + 1
     completion_ids = torch.stack(tokens, dim=1)  # [P*G, Lc]
     completion_mask = torch.stack(alive, dim=1).long()  # [P*G, Lc]

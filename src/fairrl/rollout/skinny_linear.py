@@ -32,6 +32,16 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out.contiguous().view(*x.shape[:-1], weight.shape[0])
 
 
+def skinny_linear_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for ``x`` [B, in], transposed: ``weight @ x^T`` [out, B], contiguous.
+
+    The decode step of :mod:`fairrl.rollout.compact_decode` keeps the products in this layout instead
+    of copying each into ``[B, out]`` (~85 us per product for 8 rows on the 2-core CPU).
+    """
+    out = weight @ x.t()
+    return out.add_(bias[:, None]) if bias is not None else out
+
+
 def _forward(module: torch.nn.Linear, max_rows: int):
     def forward(x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1)
