@@ -17,29 +17,38 @@ def test_pack_groups_by_hand():
     comp = torch.tensor([[4, 5, 2], [6, 2, 0]])
     comp_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     p = pack_groups(prompt_ids, prompt_mask, comp, comp_mask, 2)
-    # S = 2 inputs per completion: [prompt | 4 5 | 6 2]
-    assert p.ids.tolist() == [[0, 7, 8, 4, 5, 6, 2]]
-    assert p.positions.tolist() == [[0, 0, 1, 2, 3, 2, 3]]
+    # inputs: all but each completion's last real token, no padding: [prompt | 4 5 | 6]
+    assert p.ids.tolist() == [[0, 7, 8, 4, 5, 6]]
+    assert p.positions.tolist() == [[0, 0, 1, 2, 3, 2]]
     T, F = True, False
     expected = [
-        # keys: pad 7  8  4  5  6  2
-        [T, F, F, F, F, F, F],  # pad query: only itself
-        [F, T, F, F, F, F, F],  # 7
-        [F, T, T, F, F, F, F],  # 8
-        [F, T, T, T, F, F, F],  # 4 (completion 0)
-        [F, T, T, T, T, F, F],  # 5
-        [F, T, T, F, F, T, F],  # 6 (completion 1): prompt and itself, not completion 0
-        [F, T, T, F, F, T, T],  # 2
+        # keys: pad 7  8  4  5  6
+        [T, F, F, F, F, F],  # pad query: only itself
+        [F, T, F, F, F, F],  # 7
+        [F, T, T, F, F, F],  # 8
+        [F, T, T, T, F, F],  # 4 (completion 0)
+        [F, T, T, T, T, F],  # 5
+        [F, T, T, F, F, T],  # 6 (completion 1): prompt and itself, not completion 0
     ]
     assert p.keep[0, 0].tolist() == expected
-    # token 0 of each completion is predicted at the prompt's last position (2); then its own inputs
-    assert p.columns.tolist() == [[2, 3, 4], [2, 5, 6]]
+    # token 0 of each completion is predicted at the prompt's last position (2), token t at its input
+    # t - 1; completion 1's padding points at position 2 too (masked out later)
+    assert p.columns.tolist() == [[2, 3, 4], [2, 5, 2]]
+
+
+def test_rows_of_different_lengths_are_padded_at_the_end():
+    prompt_ids, prompt_mask = torch.tensor([[7, 8], [9, 10]]), torch.ones(2, 2, dtype=torch.long)
+    comp = torch.tensor([[4, 5, 2], [6, 2, 0]])  # G = 1: prompt 0 has 2 inputs, prompt 1 has 1
+    p = pack_groups(prompt_ids, prompt_mask, comp, (comp != 0).long(), 1)
+    assert p.ids.tolist() == [[7, 8, 4, 5], [9, 10, 6, 0]]
+    assert not p.keep[1, 0, :3, 3].any()  # nobody sees the row padding (its own output is unused)
+    assert p.columns.tolist() == [[1, 2, 3], [1, 2, 1]]
 
 
 def test_packing_pays_for_short_completions_only():
-    assert packing_pays(128, 32, 8, 576)  # the CPU benchmark: ~7% extra attention work
-    assert not packing_pays(128, 1024, 8, 1536)  # 1.5B, 1,024-token completions: ~78%
-    assert packing_pays(10, 1, 4, 32)  # one-token completions: nothing extra
+    assert packing_pays(128, torch.full((1, 8), 31), 576)  # the CPU benchmark: ~7% extra attention work
+    assert not packing_pays(128, torch.full((1, 8), 1023), 1536)  # 1.5B, 1,024-token completions: ~78%
+    assert packing_pays(10, torch.zeros(1, 4), 32)  # one-token completions: nothing extra
 
 
 def test_eager_attention_gets_an_additive_mask():

@@ -97,7 +97,8 @@ def completion_outputs(
     base = _base(model)
     checkpointing = model.training and checkpointing_active(model) and torch.is_grad_enabled()
     rows = torch.arange(P * G, device=completion_ids.device)[:, None]
-    if share_prompt and packing_pays(Lp, Lc, G, getattr(base.config, "hidden_size", None) or 1024):
+    inputs = (completion_mask.sum(-1) - 1).clamp(min=0).view(P, G)
+    if share_prompt and packing_pays(Lp, inputs, getattr(base.config, "hidden_size", None) or 1024):
         packed = pack_groups(prompt_ids, prompt_mask, completion_ids, completion_mask, G)
         mask = attention_mask_for(base, packed.keep, base.get_input_embeddings().weight.dtype)
         if mask is not None:

@@ -4,9 +4,10 @@ A GRPO group is one prompt x of ``Lp`` tokens and G completions y_1..y_G. The tr
 needs, for every completion token, the model's output at the position before it. Packing puts the
 group in one row
 
-    [ x_1 .. x_Lp | y_1,1 .. y_1,S | y_2,1 .. y_2,S | ... | y_G,1 .. y_G,S ]      N = Lp + G S,
+    [ x_1 .. x_Lp | y_1,1 .. y_1,S_1 | y_2,1 .. y_2,S_2 | ... | y_G,1 .. y_G,S_G ]      N = Lp + sum_g S_g,
 
-with S = Lc - 1 (a completion's last token is never an input), and masks attention so that
+with S_g = (real length of y_g) - 1 (a completion's last token is never an input, and padding after
+an early end-of-sequence takes no room), and masks attention so that
 
     key j is visible to query i  <=>  j real  and  j <= i  and  (j in the prompt  or  seg(j) = seg(i)),
 
@@ -19,7 +20,7 @@ gradient product and the input embedding one backward (on the 2-core CPU the two
 spent ~0.6 s of a ~5 s update adding the prompt's and the completions' weight gradients).
 
 The price is attention over the whole packed row, masked blocks included: ``N^2`` query-key
-entries instead of ``Lp^2 + G S (Lp + S)``. :func:`packing_pays` keeps packing where that extra
+entries instead of ``Lp^2 + sum_g S_g (Lp + S_g)``. :func:`packing_pays` keeps packing where that extra
 work is small next to the linear layers' (short completions); long ones use the cached-prompt path.
 """
 
@@ -37,7 +38,7 @@ MAX_ATTENTION_OVERHEAD = 0.25
 
 @dataclass
 class PackedGroups:
-    """P packed rows of length N (module docstring)."""
+    """P packed rows of length N, the longest group's (module docstring)."""
 
     ids: torch.Tensor  # [P, N]
     positions: torch.Tensor  # [P, N]
@@ -54,28 +55,45 @@ def pack_groups(
 ) -> PackedGroups:
     """Pack left-padded prompts ``[P, Lp]`` with their right-padded completions ``[P*G, Lc]``.
 
-    Padding tokens are masked as keys; every query also sees itself, so a padding query never has an
-    empty row (its output is unused).
+    Only real tokens go in: completion (p, g) of real length l contributes its first l - 1 tokens, so
+    completions that stopped early take no room (rows are padded at the end to the longest). Padding
+    is masked as a key; every query also sees itself, so a padding query never has an empty row (its
+    output is unused).
     """
     P, Lp = prompt_ids.shape
     G, Lc = group_size, completion_ids.shape[1]
-    S = max(Lc - 1, 0)
     device = prompt_ids.device
-    ids = torch.cat([prompt_ids, completion_ids[:, :S].reshape(P, G * S)], dim=1)  # [P, N]
-    real = torch.cat([prompt_mask, completion_mask[:, :S].reshape(P, G * S)], dim=1).bool()
-    steps = torch.arange(S, device=device).repeat(G)  # [G*S]: 0..S-1 per completion
-    positions = torch.cat([positions_from_mask(prompt_mask), prompt_mask.sum(-1, keepdim=True) + steps], dim=1)
-    N = Lp + G * S
-    seg = torch.cat([torch.full((Lp,), -1, device=device), torch.arange(G, device=device).repeat_interleave(S)])
+    lengths = completion_mask.sum(-1).view(P, G)
+    S = (lengths - 1).clamp(min=0)  # inputs per completion
+    offsets = Lp + S.cumsum(-1) - S  # [P, G] where each completion's inputs start
+    N = Lp + int(S.sum(-1).max()) if P else Lp
+    t = torch.arange(max(Lc - 1, 0), device=device)
+    valid = t[None, None, :] < S[:, :, None]  # [P, G, Lc-1]
+    p_of = torch.arange(P, device=device)[:, None, None].expand_as(valid)[valid]
+    g_of = torch.arange(G, device=device)[None, :, None].expand_as(valid)[valid]
+    at = (offsets[:, :, None] + t)[valid]
+    ids = torch.zeros(P, N, dtype=prompt_ids.dtype, device=device)
+    ids[:, :Lp] = prompt_ids
+    ids[p_of, at] = completion_ids.view(P, G, Lc)[:, :, : Lc - 1][valid]
+    positions = torch.zeros(P, N, dtype=torch.long, device=device)
+    positions[:, :Lp] = positions_from_mask(prompt_mask)
+    positions[p_of, at] = (prompt_mask.sum(-1)[:, None, None] + t).expand_as(valid)[valid]
+    seg = torch.full((P, N), -2, dtype=torch.long, device=device)  # -1 prompt, g completion, -2 row padding
+    seg[:, :Lp] = -1
+    seg[p_of, at] = g_of
+    real = torch.zeros(P, N, dtype=torch.bool, device=device)
+    real[:, :Lp] = prompt_mask.bool()
+    real[p_of, at] = True
     idx = torch.arange(N, device=device)
-    allowed = (idx[None, :] <= idx[:, None]) & ((seg[None, :] == -1) | (seg[None, :] == seg[:, None]))  # [N, N]
-    keep = (allowed[None] & real[:, None, :]) | torch.eye(N, dtype=torch.bool, device=device)[None]
-    # completion g of prompt p: token 0 is predicted at the prompt's last position, token t >= 1 at
-    # the input position of token t - 1 in segment g
-    t = torch.arange(Lc, device=device)
-    g = torch.arange(G, device=device)
-    within = torch.where(t[None, :] == 0, Lp - 1, Lp + g[:, None] * S + t[None, :] - 1)  # [G, Lc]
-    return PackedGroups(ids=ids, positions=positions, keep=keep[:, None], columns=within.repeat(P, 1))
+    causal = idx[None, :] <= idx[:, None]  # [N, N]: key j <= query i
+    visible = (seg[:, None, :] == -1) | (seg[:, None, :] == seg[:, :, None])  # [P, N, N]
+    keep = (causal[None] & visible & real[:, None, :]) | torch.eye(N, dtype=torch.bool, device=device)[None]
+    # token 0 of completion (p, g) is predicted at the prompt's last position, token t >= 1 at the input
+    # position of token t - 1 (padding tokens point at the prompt's last position; they are masked later)
+    tc = torch.arange(Lc, device=device)
+    inside = (tc[None, None, :] >= 1) & (tc[None, None, :] < lengths[:, :, None])
+    columns = torch.where(inside, offsets[:, :, None] + tc - 1, Lp - 1).view(P * G, Lc)
+    return PackedGroups(ids=ids, positions=positions, keep=keep[:, None], columns=columns)
 
 
 def attention_mask_for(model, keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
@@ -92,16 +110,18 @@ def attention_mask_for(model, keep: torch.Tensor, dtype: torch.dtype) -> torch.T
     return None
 
 
-def packing_pays(prompt_len: int, completion_len: int, group_size: int, hidden_size: int) -> bool:
-    """Whether the packed row's extra attention work is at most ``MAX_ATTENTION_OVERHEAD`` of the linear work.
+def packing_pays(prompt_len: int, inputs: torch.Tensor, hidden_size: int) -> bool:
+    """Whether the packed rows' extra attention work is at most ``MAX_ATTENTION_OVERHEAD`` of the linear work.
 
-    Per layer, a token costs ~12 d^2 multiply-adds in the linear layers (attention projections and an
-    MLP ~2.7x wider than d) and a query-key entry ~2 d (score and weighted value). Packing computes
-    ``N^2`` entries where the cached-prompt path computes ``Lp^2 + G S (Lp + S)``:
+    ``inputs`` [P, G]: inputs per completion (its real length - 1). Per layer, a token costs ~12 d^2
+    multiply-adds in the linear layers (attention projections and an MLP ~2.7x wider than d) and a
+    query-key entry ~2 d (score and weighted value). A packed row of N_p = Lp + sum_g S_g tokens computes
+    ``N_p^2`` entries where the cached-prompt path computes ``Lp^2 + sum_g S_g (Lp + S_g)``:
 
-        overhead = 2 d (N^2 - Lp^2 - G S (Lp + S)) / (12 d^2 N) = (N^2 - ...) / (6 d N)
+        overhead = 2 d sum_p (N_p^2 - Lp^2 - sum_g S_g (Lp + S_g)) / (12 d^2 sum_p N_p)
     """
-    S = max(completion_len - 1, 0)
-    n = prompt_len + group_size * S
-    needed = prompt_len**2 + group_size * S * (prompt_len + S)
-    return (n * n - needed) <= MAX_ATTENTION_OVERHEAD * 6 * hidden_size * max(n, 1)
+    S = inputs.to(torch.float64)
+    n = prompt_len + S.sum(-1)  # [P]
+    needed = prompt_len**2 + (S * (prompt_len + S)).sum(-1)
+    extra = float((n * n - needed).sum())
+    return extra <= MAX_ATTENTION_OVERHEAD * 6 * hidden_size * max(float(n.sum()), 1.0)
