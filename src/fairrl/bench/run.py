@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import platform
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +46,28 @@ def bench_device(name: str) -> torch.device:
     return device
 
 
+def _git_commit() -> str | None:
+    """The commit of a source checkout of fairrl (None for an installed wheel or without git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def _environment(device: torch.device) -> dict:
+    import datetime
+
     import transformers
 
+    from fairrl import __version__
+
     return {
+        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "fairrl": __version__,
+        "git_commit": _git_commit(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),

@@ -25,6 +25,7 @@ import torch
 from fairrl.models.head_logprobs import head_logprobs
 from fairrl.models.loading import checkpointing_active
 from fairrl.models.packing import attention_mask_for, pack_groups, packing_pays
+from fairrl.modelutil import unwrap_peft
 from fairrl.rollout.generate import positions_from_mask
 
 # Models whose logits are exactly ``lm_head(last hidden state)`` (no soft-capping or logit scale).
@@ -60,14 +61,9 @@ def token_entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float =
         return total / mask.sum().clamp(min=1)
 
 
-def _base(model):
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
-
-
 def output_head(model) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor | None] | None:
     """(decoder body, output weight, output bias) where log-probs may come from hidden states, else None."""
-    base = _base(model)
+    base = unwrap_peft(model)
     if type(base).__name__ not in FUSED_HEAD_MODELS or type(getattr(base, "lm_head", None)) is not torch.nn.Linear:
         return None
     cfg = base.config
@@ -94,7 +90,7 @@ def completion_outputs(
     G = group_size
     P, Lp = prompt_ids.shape
     Lc = completion_ids.shape[1]
-    base = _base(model)
+    base = unwrap_peft(model)
     checkpointing = model.training and checkpointing_active(model) and torch.is_grad_enabled()
     rows = torch.arange(P * G, device=completion_ids.device)[:, None]
     inputs = (completion_mask.sum(-1) - 1).clamp(min=0).view(P, G)
