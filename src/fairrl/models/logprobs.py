@@ -133,22 +133,6 @@ def completion_outputs(
     return out.reshape(P * G * Lc, -1), rows * Lc + torch.arange(Lc, device=out.device)
 
 
-def completion_logits(
-    model,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor,
-    group_size: int,
-    share_prompt: bool = True,
-) -> torch.Tensor:
-    """Logits that predict each completion token, ``[P*G, Lc, V]`` (row ``p*G + g``)."""
-    out, source = completion_outputs(
-        model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size, share_prompt
-    )
-    return out[source]
-
-
 def completion_logprobs(
     model,
     prompt_ids: torch.Tensor,
