@@ -135,8 +135,9 @@ def sample_groups(
 ) -> Rollout:
     """Sample ``group_size`` completions for each left-padded prompt (see module docstring).
 
-    ``fast`` (default) decodes with an in-place KV cache (:mod:`fairrl.rollout.kv_cache`) and, on the
-    CPU, the skinny-matrix layout for the decode step's linear layers (:mod:`fairrl.rollout.skinny_linear`);
+    ``fast`` (default) decodes with an in-place KV cache (:mod:`fairrl.rollout.kv_cache`), the lean
+    decode step of :mod:`fairrl.rollout.compact_decode` for Llama and Qwen2 models, and, on the CPU, the
+    skinny-matrix layout for the linear layers (:mod:`fairrl.rollout.skinny_linear`);
     ``fast=False`` is the plain Hugging Face path. Both give the same tokens up to float rounding.
     ``sync_every``: decode steps between host checks that all rows finished (default 1 on the CPU,
     where a check is free, and ``SYNC_EVERY`` on CUDA); the result does not depend on it.
@@ -186,7 +187,7 @@ def _sample(
     n = mask.shape[0]
     eos = torch.tensor(eos_token_ids, device=device)
     finished = torch.zeros(n, dtype=torch.bool, device=device)
-    decoder = compact_decoder(model, cache, skinny=device.type == "cpu") if fast else None
+    decoder = None  # the lean decode step, built at the first decode step (it copies the layer weights)
     tokens, alive, logps = [], [], []
     for step in range(max_new_tokens):
         no_eos = step < min_new_tokens
@@ -208,6 +209,8 @@ def _sample(
         if step == max_new_tokens - 1 or (check and step >= min_new_tokens and bool(finished.all())):
             break
         mask = torch.cat([mask, alive[-1].long()[:, None]], dim=-1)
+        if fast and decoder is None and step == 0:
+            decoder = compact_decoder(model, cache, skinny=device.type == "cpu")
         if decoder is not None:
             logits = decoder.step(tok, mask, next_pos)
         else:
