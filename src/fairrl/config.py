@@ -50,7 +50,8 @@ class ModelConfig(_Strict):
     """LoRA adapters (null = full fine-tuning, with a frozen copy as KL reference when beta > 0)."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of keeping them (less memory, one
-    more forward). The training forward then encodes the prompt with each completion (no KV cache)."""
+    more forward). The training forward then packs each prompt with its completions where that pays, else
+    encodes the prompt with each completion (transformers drops the KV cache inside checkpointed layers)."""
 
 
 class BBQSourceConfig(_Strict):

@@ -81,18 +81,17 @@ def completion_outputs(
     group_size: int,
     share_prompt: bool = True,
     body: torch.nn.Module | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(outputs [R, X], source [P*G, Lc])``: row ``source[i, t]`` of ``outputs`` predicts completion token (i, t).
+) -> torch.Tensor:
+    """The outputs that predict each completion token, ``[P*G, Lc, X]`` (row ``p*G + g``).
 
-    ``outputs`` are last hidden states when ``body`` (the decoder without its output layer) is given,
-    else logits. The layout (packed, cached or plain) is chosen as the module docstring says.
+    Last hidden states when ``body`` (the decoder without its output layer) is given, else logits. The
+    layout (packed, cached or plain) is chosen as the module docstring says.
     """
     G = group_size
     P, Lp = prompt_ids.shape
     Lc = completion_ids.shape[1]
     base = unwrap_peft(model)
     checkpointing = model.training and checkpointing_active(model) and torch.is_grad_enabled()
-    rows = torch.arange(P * G, device=completion_ids.device)[:, None]
     inputs = (completion_mask.sum(-1) - 1).clamp(min=0).view(P, G)
     if share_prompt and packing_pays(Lp, inputs, getattr(base.config, "hidden_size", None) or 1024):
         packed = pack_groups(prompt_ids, prompt_mask, completion_ids, completion_mask, G)
@@ -104,9 +103,8 @@ def completion_outputs(
                 out = body(**kw).last_hidden_state[:, first:]
             else:
                 out = model(**kw, logits_to_keep=packed.ids.shape[1] - first).logits
-            width = out.shape[1]
-            prompt_of = torch.arange(P, device=out.device).repeat_interleave(G)[:, None]
-            return out.reshape(P * width, -1), prompt_of * width + packed.columns - first
+            prompt_of = torch.arange(P, device=out.device).repeat_interleave(G)[:, None]  # [P*G, 1]
+            return out[prompt_of, packed.columns - first]  # [P*G, Lc, X]
     if share_prompt and not checkpointing:
         kw = {"attention_mask": prompt_mask, "position_ids": positions_from_mask(prompt_mask), "use_cache": True}
         head = body(input_ids=prompt_ids, **kw) if body is not None else model(input_ids=prompt_ids, logits_to_keep=1, **kw)
@@ -121,16 +119,13 @@ def completion_outputs(
             "past_key_values": cache, "use_cache": True,
         }  # fmt: skip
         rest = body(**kw).last_hidden_state if body is not None else model(**kw).logits  # [P*G, Lc-1, X]
-        out = torch.cat([last, rest], dim=1)  # [P*G, Lc, X]
-        return out.reshape(P * G * Lc, -1), rows * Lc + torch.arange(Lc, device=out.device)
+        return torch.cat([last, rest], dim=1)  # [P*G, Lc, X]
     ids = torch.cat([prompt_ids.repeat_interleave(G, dim=0), completion_ids], dim=-1)
     mask = torch.cat([prompt_mask.repeat_interleave(G, dim=0), completion_mask], dim=-1)
     kw = {"input_ids": ids, "attention_mask": mask, "position_ids": positions_from_mask(mask)}
     if body is not None:
-        out = body(**kw, use_cache=False).last_hidden_state[:, Lp - 1 : -1]
-    else:
-        out = model(**kw, use_cache=False, logits_to_keep=Lc + 1).logits[:, :-1]
-    return out.reshape(P * G * Lc, -1), rows * Lc + torch.arange(Lc, device=out.device)
+        return body(**kw, use_cache=False).last_hidden_state[:, Lp - 1 : -1]
+    return model(**kw, use_cache=False, logits_to_keep=Lc + 1).logits[:, :-1]
 
 
 def completion_logprobs(
@@ -149,16 +144,15 @@ def completion_logprobs(
     head = output_head(model)
     args = (model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size, share_prompt)
     if head is None:
-        out, source = completion_outputs(*args)
-        logits = out[source]  # [P*G, Lc, V]
+        logits = completion_outputs(*args)  # [P*G, Lc, V]
         logp = token_logprobs(logits, completion_ids, temperature) * completion_mask
         entropy = token_entropy(logits, completion_mask, temperature) if with_entropy else None
         return logp, entropy
     body, weight, bias = head
-    hidden, source = completion_outputs(*args, body=body)
+    hidden = completion_outputs(*args, body=body)  # [P*G, Lc, d]
     real = completion_mask.bool()
     logp_real, ent_real = head_logprobs(
-        hidden[source[real]], weight, bias, completion_ids[real], temperature, with_entropy=with_entropy
+        hidden[real], weight, bias, completion_ids[real], temperature, with_entropy=with_entropy
     )
     logp = logp_real.new_zeros(completion_ids.shape).index_put((real,), logp_real)
     entropy = ent_real.sum() / max(int(real.sum()), 1) if ent_real is not None else None
