@@ -181,14 +181,16 @@ def test_bad_bbq_input_names_the_problem(tmp_path, age_items):
     good = {k: v for k, v in age_items[0].items() if k != "target_loc"}
     bad = tmp_path / "bad.jsonl"
     _write_jsonl(bad, [good, {k: v for k, v in good.items() if k != "question"}])
-    with pytest.raises(DataError, match=r"bad.jsonl:2: BBQ item lacks field\(s\) \['question'\]"):
+    with pytest.raises(DataError, match=r"bad.jsonl line 2: BBQ item lacks field\(s\) \['question'\]"):
         load_bbq(str(bad))
     (tmp_path / "broken.jsonl").write_text("{not json\n")
-    with pytest.raises(DataError, match=r"broken.jsonl:1 is not valid JSON"):
+    with pytest.raises(DataError, match=r"broken.jsonl line 1 is not valid JSON"):
         load_bbq(str(tmp_path / "broken.jsonl"))
     (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(DataError, match="no BBQ items"):
+    with pytest.raises(DataError, match="empty.jsonl holds no BBQ rows"):
         load_bbq(str(tmp_path / "empty.jsonl"))
+    with pytest.raises(DataError, match=r"the BBQ file \S*missing.jsonl does not exist; pass an existing"):
+        load_bbq(str(tmp_path / "missing.jsonl"))  # a mistyped path, never sent to the hub
     folder = tmp_path / "folder"
     folder.mkdir()
     with pytest.raises(DataError, match="holds no <Category>.jsonl"):

@@ -126,7 +126,7 @@ def test_hub_source_through_a_fake_datasets_module(monkeypatch):
     with pytest.raises(DataError, match="'openai/gsm8k'.*ConnectionError.*local JSONL file"):
         gsm8k_examples()
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
-    with pytest.raises(DataError, match="pip install datasets"):
+    with pytest.raises(DataError, match=r"pip install 'fairrl\[hub\]'"):
         gsm8k_examples()
 
 

@@ -205,10 +205,10 @@ def test_bad_files_give_one_clear_error(tmp_path):
     ):
         load_preference_source(path, group_column="bias")
     (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"empty\.jsonl holds no rows"):
+    with pytest.raises(DataError, match=r"empty\.jsonl holds no preference rows"):
         load_preference_source(str(tmp_path / "empty.jsonl"))
     (tmp_path / "header.csv").write_text("chosen,rejected\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"header\.csv holds no rows"):
+    with pytest.raises(DataError, match=r"header\.csv holds no preference rows"):
         load_preference_source(str(tmp_path / "header.csv"))
     same = _write_jsonl(
         tmp_path / "s.jsonl", [{"chosen": "a", "rejected": "b"}, {"chosen": "x ", "rejected": "x"}]
@@ -221,7 +221,7 @@ def test_bad_files_give_one_clear_error(tmp_path):
     noresp = _write_jsonl(tmp_path / "n.jsonl", [{"chosen": "a", "rejected": None}])
     with pytest.raises(DataError, match=r"n\.jsonl line 1: 'chosen' and 'rejected' must both be non-empty"):
         load_preference_source(noresp)
-    with pytest.raises(DataError, match=r"does not exist; pass an existing file or a hub id"):
+    with pytest.raises(DataError, match=r"missing\.jsonl does not exist; pass an existing \.jsonl, \.json or \.csv file or a hub id"):
         load_preference_source(str(tmp_path / "missing.jsonl"))
     (tmp_path / "notes.txt").write_text("chosen,rejected\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"has suffix '\.txt'; use \.jsonl, \.json or \.csv"):
@@ -258,7 +258,9 @@ def test_hub_source_through_datasets(monkeypatch):
     )
     monkeypatch.setitem(sys.modules, "datasets", _fake_datasets(rows, calls, ConnectionError("offline")))
     with pytest.raises(
-        DataError, match=r"could not load split 'train' of the hub id 'someone/x' \(Connection"
+        DataError,
+        match=r"could not load preference data from the hub id 'someone/x' \(ConnectionError: offline\) "
+        r"with split 'train'; .*HF_HUB_OFFLINE",
     ):
         load_preference_source("someone/x")
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError

@@ -145,7 +145,7 @@ def test_hub_source_through_a_fake_datasets_module(monkeypatch):
     with pytest.raises(DataError, match="'nyu-mll/crows_pairs'.*local CSV path.*packaged copy"):
         load_crows_pairs("nyu-mll/crows_pairs")
     monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
-    with pytest.raises(DataError, match="pip install datasets"):
+    with pytest.raises(DataError, match=r"pip install 'fairrl\[hub\]'"):
         load_crows_pairs("nyu-mll/crows_pairs")
 
 

@@ -176,7 +176,7 @@ def test_hub_source_through_a_fake_datasets_module(monkeypatch):
     with pytest.raises(DataError, match="'McGill-NLP/stereoset'.*local JSON path.*packaged copy"):
         load_stereoset("McGill-NLP/stereoset")
     monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
-    with pytest.raises(DataError, match="pip install datasets"):
+    with pytest.raises(DataError, match=r"pip install 'fairrl\[hub\]'"):
         load_stereoset("McGill-NLP/stereoset")
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fairrl.assets import benchmark_dir
+from fairrl.data.hub import hub_config_names, load_hub_rows, read_records, resolve_source, split_hub_id
 from fairrl.data.records import Example, Message
 from fairrl.errors import ConfigError, DataError
 
@@ -86,17 +87,7 @@ def _check_item(item: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    items = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{n} is not valid JSON ({err.msg})") from None
-            items.append(_check_item(raw, f"{path}:{n}"))
-    return items
+    return [_check_item(raw, where) for where, raw in read_records(path, what="BBQ", default_format=".jsonl")]
 
 
 def _pick_categories(requested: list[str] | None, available: list[str], where: str) -> list[str]:
@@ -125,36 +116,21 @@ def _load_local(root: Path, categories: list[str] | None) -> list[dict[str, Any]
 
 
 def _load_hub(source: str, categories: list[str] | None) -> list[dict[str, Any]]:
-    """Every split of the hub dataset (``id`` or ``id:config``); per-category configs are loaded one by one."""
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"BBQ source {source!r} is not a local path, so it was taken as a hub id, but the `datasets` "
-            "package is not installed (pip install datasets); offline, use the packaged copy: source: null"
-        ) from None
-    hub_id, _, config = source.partition(":")
-    try:
-        if config:
-            configs = [config]
+    """Every split of the hub dataset (``id`` or ``id:config``); per-category configs are read one by one."""
+    hub_id, config = split_hub_id(source)
+    instead = "use the packaged copy with source: null"
+    if config:
+        configs: list[str | None] = [config]
+    else:
+        names = hub_config_names(hub_id, what="BBQ", instead=instead)
+        by_lower = {n.lower(): n for n in names}
+        wanted = [c.lower() for c in (categories or CATEGORIES)]
+        if all(c in by_lower for c in wanted):
+            configs = [by_lower[c] for c in wanted]
         else:
-            names = list(datasets.get_dataset_config_names(hub_id))
-            by_lower = {n.lower(): n for n in names}
-            wanted = [c.lower() for c in (categories or CATEGORIES)]
-            if all(c in by_lower for c in wanted):
-                configs = [by_lower[c] for c in wanted]
-            else:
-                configs = [by_lower.get("all", names[0] if names else None)]
-        rows = []
-        for name in configs:
-            loaded = datasets.load_dataset(hub_id, name)
-            for split in loaded:  # BBQ copies use "test", or one split per category
-                rows.extend(dict(r) for r in loaded[split])
-    except Exception as err:  # hub errors are many; all mean "not reachable or not found"
-        raise DataError(
-            f"could not load BBQ from the hub id {source!r} ({type(err).__name__}: {err}); "
-            "offline, use the packaged copy with source: null"
-        ) from None
+            configs = [by_lower.get("all", names[0] if names else None)]
+    # BBQ copies use "test", or one split per category: every split is read.
+    rows = [r for name in configs for r in load_hub_rows(hub_id, what="BBQ", config=name, instead=instead)]
     items = [_check_item(r, f"hub dataset {source!r} row {n}") for n, r in enumerate(rows)]
     keep = _pick_categories(categories, sorted({i["category"] for i in items}), f"hub dataset {source!r}")
     return [i for i in items if i["category"] in keep]
@@ -169,11 +145,15 @@ def load_bbq(source: str | None = None, categories: list[str] | None = None) -> 
     if source is None:
         items = _load_local(benchmark_dir("BBQ") / "data", categories)
         where = "the packaged copy"
-    elif Path(source).expanduser().exists():
-        items = _load_local(Path(source).expanduser(), categories)
-        where = source
     else:
-        items = _load_hub(source, categories)
+        resolved = resolve_source(
+            source, what="BBQ", expected="an existing .jsonl file or a folder of <Category>.jsonl files",
+            hub_example="oskarvanderwal/bbq", packaged=True,
+        )  # fmt: skip
+        if isinstance(resolved, Path):
+            items = _load_local(resolved, categories)
+        else:
+            items = _load_hub(resolved, categories)
         where = source
     if not items:
         raise DataError(f"no BBQ items for categories {categories} in {where}")

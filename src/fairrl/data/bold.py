@@ -25,7 +25,6 @@ copy carries its LICENSE. Cite the paper above when reporting results.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fairrl.assets import benchmark_dir
-from fairrl.data.stereoset import looks_like_path
+from fairrl.data.hub import load_hub_rows, read_json, resolve_source
 from fairrl.errors import ConfigError, DataError
 
 DOMAINS = ("gender", "race", "profession", "religious_ideology", "political_ideology")
@@ -69,13 +68,7 @@ def _check_choice(kind: str, requested: Any, valid: list[str]) -> list[str]:
 
 def _read_domain_file(path: Path, domain: str) -> list[Row]:
     """Rows of one ``<domain>_prompt.json`` file, checked against ``{group: {name: [prompt, ...]}}``."""
-    try:
-        with path.open(encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as err:
-        raise DataError(f"cannot read the BOLD file {path} ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    doc = read_json(path, what="BOLD")
     if not isinstance(doc, dict):
         raise DataError(f"{path} must hold a JSON object {{group: {{name: [prompt, ...]}}}}")
     rows = []
@@ -106,21 +99,8 @@ def _read_folder(folder: Path) -> list[Row]:
 
 
 def _hub_rows(source: str) -> list[Row]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"BOLD source {source!r} is not a local path, so it was taken as a hub id, but the `datasets` "
-            "package is not installed (pip install datasets); or omit the source to use the packaged copy"
-        ) from None
-    try:
-        raw = [dict(r) for r in datasets.load_dataset(source, split=HUB_SPLIT)]
-    except Exception as err:  # hub errors are many; all mean "not reachable or not found"
-        raise DataError(
-            f"could not load BOLD split {HUB_SPLIT!r} from the hub id {source!r} "
-            f"({type(err).__name__}: {err}); pass a local folder of <domain>_prompt.json files, or omit the "
-            "source to use the packaged copy"
-        ) from None
+    instead = "pass a local folder of <domain>_prompt.json files, or omit the source to use the packaged copy"
+    raw = load_hub_rows(source, what="BOLD", split=HUB_SPLIT, instead=instead)
     rows = []
     for n, r in enumerate(raw):
         missing = [k for k in HUB_FIELDS if k not in r]
@@ -192,16 +172,20 @@ def load_bold(
     if source is None:
         rows = _read_folder(benchmark_dir("BOLD") / "data" / "prompts")
         where = "the packaged BOLD copy"
-    elif Path(source).expanduser().is_dir():
-        where = str(Path(source).expanduser())
-        rows = _read_folder(_prompt_folder(Path(where)))
-    elif Path(source).expanduser().exists() or looks_like_path(source):
-        raise DataError(
-            f"the BOLD source {source} is not a folder; pass the folder holding <domain>_prompt.json files, "
-            "a hub id such as AlexaAI/bold, or omit the source to use the packaged copy"
-        )
     else:
-        rows, where = _hub_rows(source), f"hub dataset {source!r}"
+        resolved = resolve_source(
+            source, what="BOLD", expected="a folder holding <domain>_prompt.json files",
+            hub_example="AlexaAI/bold", packaged=True,
+        )  # fmt: skip
+        if isinstance(resolved, str):
+            rows, where = _hub_rows(resolved), f"hub dataset {source!r}"
+        elif resolved.is_dir():
+            rows, where = _read_folder(_prompt_folder(resolved)), str(resolved)
+        else:
+            raise DataError(
+                f"the BOLD source {source} is not a folder; pass the folder holding <domain>_prompt.json "
+                "files, a hub id such as AlexaAI/bold, or omit the source to use the packaged copy"
+            )
     present = list(dict.fromkeys(r[0] for r in rows))
     if domains is not None:
         valid = [d for d in DOMAINS if d in present] + [d for d in present if d not in DOMAINS]

@@ -18,13 +18,12 @@ cite the paper above when reporting results.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fairrl.assets import benchmark_dir
-from fairrl.data.stereoset import looks_like_path
+from fairrl.data.hub import load_hub_rows, read_records, resolve_source
 from fairrl.errors import ConfigError, DataError
 
 # The official bias types, in the order of the hub copy's ClassLabel names.
@@ -82,36 +81,22 @@ def _check_columns(columns: Any, where: str) -> None:
         raise DataError(f"{where} lacks column(s) {missing}; the CrowS-Pairs CSV needs {', '.join(REQUIRED)}")
 
 
+def _parse_rows(rows: list[dict[str, Any]], where: str) -> list[CrowsPair]:
+    _check_columns(rows[0].keys() if rows else REQUIRED, where)
+    return [_parse_row(r, n, where) for n, r in enumerate(rows)]
+
+
 def _read_csv(path: Path) -> list[CrowsPair]:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:  # newline="": quoted fields may hold newlines
-            reader = csv.DictReader(f)
-            _check_columns(reader.fieldnames, str(path))
-            return [_parse_row(row, n, str(path)) for n, row in enumerate(reader)]
-    except OSError as err:
-        raise DataError(f"cannot read the CrowS-Pairs file {path} ({err.strerror})") from None
+    records = read_records(path, what="CrowS-Pairs", default_format=".csv")
+    return _parse_rows([row for _, row in records], str(path))
 
 
 def _load_hub(source: str) -> list[CrowsPair]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"CrowS-Pairs source {source!r} is not a local path, so it was taken as a hub id, but the "
-            "`datasets` package is not installed (pip install datasets); or omit the source to use the "
-            "packaged copy"
-        ) from None
-    try:
-        rows = [dict(r) for r in datasets.load_dataset(source, split=HUB_ID_SPLIT)]
-    except Exception as err:  # hub errors are many; all mean "not reachable or not found"
-        raise DataError(
-            f"could not load CrowS-Pairs split {HUB_ID_SPLIT!r} from the hub id {source!r} "
-            f"({type(err).__name__}: {err}); pass a local CSV path, or omit the source to use the "
-            "packaged copy"
-        ) from None
-    where = f"hub dataset {source!r}"
-    _check_columns(rows[0].keys() if rows else REQUIRED, where)
-    return [_parse_row(r, n, where) for n, r in enumerate(rows)]
+    rows = load_hub_rows(
+        source, what="CrowS-Pairs", split=HUB_ID_SPLIT,
+        instead="pass a local CSV path, or omit the source to use the packaged copy",
+    )  # fmt: skip
+    return _parse_rows(rows, f"hub dataset {source!r}")
 
 
 def load_crows_pairs(
@@ -126,15 +111,15 @@ def load_crows_pairs(
     if source is None:
         pairs = _read_csv(benchmark_dir("CrowS-Pairs") / "data" / "crows_pairs_anonymized.csv")
         where = "the packaged CrowS-Pairs copy"
-    elif Path(source).expanduser().exists():
-        pairs, where = _read_csv(Path(source).expanduser()), source
-    elif looks_like_path(source):
-        raise DataError(
-            f"the CrowS-Pairs file {source} does not exist; pass an existing CSV, a hub id such as "
-            "nyu-mll/crows_pairs, or omit the source to use the packaged copy"
-        )
     else:
-        pairs, where = _load_hub(source), f"hub dataset {source!r}"
+        resolved = resolve_source(
+            source, what="CrowS-Pairs", expected="an existing CSV file", hub_example="nyu-mll/crows_pairs",
+            packaged=True,
+        )  # fmt: skip
+        if isinstance(resolved, Path):
+            pairs, where = _read_csv(resolved), source
+        else:
+            pairs, where = _load_hub(resolved), f"hub dataset {source!r}"
     if bias_types is not None:
         requested = [bias_types] if isinstance(bias_types, str) else list(bias_types)
         wanted = {str(b).strip().lower() for b in requested}

@@ -21,16 +21,14 @@ when reporting results.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from fairrl.data.reasoning import REASONING_INSTRUCTION
+from fairrl.data.hub import load_hub_rows, read_records, resolve_source
+from fairrl.data.instructions import REASONING_INSTRUCTION
 from fairrl.data.records import Example
-from fairrl.data.stereoset import looks_like_path
 from fairrl.errors import ConfigError, DataError
 
 TASK = "gsm8k"
@@ -73,52 +71,9 @@ def gsm8k_verify(task: str, final_answer: str, entry: dict[str, Any]) -> float:
     return float(normalise_number(final_answer) == normalise_number(str(entry["answer"])))
 
 
-def _read_file(path: Path) -> list[Any]:
-    """Rows of a JSONL file (one object a line) or a JSON file (a list of objects)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise DataError(f"cannot read the GSM8K file {path} ({err.strerror})") from None
-    if path.suffix.lower() == ".json":
-        try:
-            rows = json.loads(text) if text.strip() else []
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path} is not valid JSON ({err.msg}, line {err.lineno})") from None
-        if not isinstance(rows, list):
-            raise DataError(f"{path} must hold a JSON list of {{question, answer}} objects")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path} line {n} is not valid JSON ({err.msg}); expected JSONL") from None
-    return rows
-
-
-def _hub_rows(source: str, split: str) -> list[Any]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"GSM8K source {source!r} is not a local path, so it was taken as a hub id, but the `datasets` "
-            "package is not installed (pip install datasets); or pass a local JSONL file"
-        ) from None
-    try:
-        return [dict(r) for r in datasets.load_dataset(source, HUB_CONFIG, split=split)]
-    except Exception as err:  # hub errors are many; all mean "not reachable or not found"
-        raise DataError(
-            f"could not load GSM8K config {HUB_CONFIG!r} split {split!r} from the hub id {source!r} "
-            f"({type(err).__name__}: {err}); pass a local JSONL file with question and answer fields"
-        ) from None
-
-
-def _example(row: Any, index: int, where: str) -> Example:
+def _example(row: dict[str, Any], index: int, where: str) -> Example:
     """A checked reasoning example; every fault names the row and what GSM8K rows need."""
     at = f"{where} row {index}"
-    if not isinstance(row, dict):
-        raise DataError(f"{at} is a {type(row).__name__}; GSM8K rows are objects with question and answer")
     missing = [k for k in REQUIRED if k not in row]
     if missing:
         raise DataError(
@@ -157,16 +112,15 @@ def gsm8k_examples(
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"the GSM8K limit must be a positive integer, got {limit!r}")
-    path = Path(source).expanduser()
-    if path.is_file():
-        rows, where = _read_file(path), str(path)
-    elif path.exists() or looks_like_path(source):
-        raise DataError(
-            f"the GSM8K file {source} does not exist or is not a file; pass a JSONL file with question and "
-            "answer fields, or a hub id such as openai/gsm8k"
-        )
+    local = "JSONL file with question and answer fields"
+    resolved = resolve_source(source, what="GSM8K", expected=f"a {local}", hub_example="openai/gsm8k")
+    if isinstance(resolved, str):
+        instead = f"pass a local {local}"
+        rows = load_hub_rows(resolved, what="GSM8K", config=HUB_CONFIG, split=split, instead=instead)
+        where = f"hub dataset {source!r} ({split})"
     else:
-        rows, where = _hub_rows(source, split), f"hub dataset {source!r} ({split})"
+        rows = [row for _, row in read_records(resolved, what="GSM8K", default_format=".jsonl")]
+        where = str(resolved)
     if not rows:
         raise DataError(f"{where} holds no GSM8K rows")
     keep = range(len(rows))

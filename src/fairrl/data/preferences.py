@@ -16,9 +16,7 @@ construction, documented on each builder.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -28,9 +26,11 @@ from typing import Any
 
 from fairrl.data.bbq import CATEGORIES, biased_answer_index, load_bbq, unknown_answer_index
 from fairrl.data.crows_pairs import load_crows_pairs
-from fairrl.data.stereoset import load_stereoset, looks_like_path
+from fairrl.data.hub import load_hub_rows, read_records, resolve_source
+from fairrl.data.stereoset import load_stereoset
 from fairrl.errors import ConfigError, DataError
 
+_FORMATS = ".jsonl, .json or .csv"
 _ALIASES = {
     "race_color": "race", "race_ethnicity": "race", "gender_identity": "gender", "ses": "socioeconomic",
     "disability_status": "disability",
@@ -172,53 +172,9 @@ BUILDERS: dict[str, Callable[[], list[PreferencePair]]] = {
 
 
 # --------------------------------------------------------------------------- files and hub data
-def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(where, row) per record of a .jsonl, .json (list of objects) or .csv file."""
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read the preference file {path} ({err}); pass a UTF-8 file") from None
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
-        return [(f"{path} line {reader.line_num}", dict(row)) for row in reader]
-    if suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                rows.append((f"{path} line {n}", _json(line, f"{path} line {n}")))
-        return rows
-    if suffix == ".json":
-        doc = _json(text, str(path)) if text.strip() else []
-        if not isinstance(doc, list):
-            raise DataError(f"{path} must hold a JSON list of objects, got {type(doc).__name__}")
-        return [(f"{path} item {n}", row) for n, row in enumerate(doc)]
-    raise DataError(f"preference file {path} has suffix {suffix!r}; use .jsonl, .json or .csv")
-
-
-def _json(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{where} is not valid JSON ({err.msg}); fix the file") from None
-
-
 def _hub_rows(source: str, split: str) -> list[tuple[str, dict[str, Any]]]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"preference source {source!r} is not a local path, so it was taken as a hub id, but the "
-            "`datasets` package is not installed (pip install datasets); or pass a local .jsonl/.json/.csv"
-        ) from None
-    try:
-        loaded = datasets.load_dataset(source, split=split)
-        rows = [dict(r) for r in loaded]
-    except Exception as err:  # hub errors are many; all mean "not reachable or not found"
-        raise DataError(
-            f"could not load split {split!r} of the hub id {source!r} ({type(err).__name__}: {err}); "
-            "check the id and data.hub_split, or pass a local .jsonl/.json/.csv file"
-        ) from None
+    instead = f"check data.hub_split, or pass a local {_FORMATS} file"
+    rows = load_hub_rows(source, what="preference data", split=split, instead=instead)
     return [(f"hub dataset {source!r} row {n}", row) for n, row in enumerate(rows)]
 
 
@@ -274,22 +230,19 @@ def load_preference_source(
     comes from ``group_column`` or, without one, is the source's base name. Pairs that share a
     non-empty prompt share a template, so a split never puts one prompt on both sides.
     """
-    path = Path(source).expanduser()
-    if path.is_file():
-        rows, where = _read_rows(path), str(path)
-    elif path.exists():
-        raise DataError(f"preference source {source} is a folder; pass a .jsonl, .json or .csv file")
-    elif looks_like_path(source):
-        raise DataError(f"the preference file {source} does not exist; pass an existing file or a hub id")
+    resolved = resolve_source(
+        source, what="preference", expected=f"an existing {_FORMATS} file", hub_example="Anthropic/hh-rlhf"
+    )
+    if isinstance(resolved, Path):
+        rows, where = read_records(resolved, what="preference"), str(resolved)
+        default_group = canonical_group(resolved.stem)
     else:
-        rows, where = _hub_rows(source, split), f"hub dataset {source!r}"
+        rows, where = _hub_rows(resolved, split), f"hub dataset {source!r}"
+        default_group = canonical_group(source.rstrip("/").split("/")[-1])
     if not rows:
-        raise DataError(f"{where} holds no rows; pass a file or split with preference pairs")
-    if bad := next((w for w, row in rows if not isinstance(row, dict)), None):
-        raise DataError(f"{bad} is not an object with named columns; each row needs chosen and rejected")
+        raise DataError(f"{where} holds no rows; pass a split with preference pairs")
     keys = {"chosen_column": chosen_column, "rejected_column": rejected_column, "group_column": group_column}
     _check_columns(rows, keys, where)
-    default_group = canonical_group(path.stem if path.is_file() else source.rstrip("/").split("/")[-1])
     pairs = []
     for n, (at, row) in enumerate(rows):
         chosen, earlier = _response(row.get(chosen_column), chosen_column, at)

@@ -11,12 +11,11 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from fairrl.data.gsm8k import gsm8k_verify
+from fairrl.data.instructions import REASONING_INSTRUCTION
 from fairrl.data.records import Example
 from fairrl.errors import ConfigError, DataError
 
-REASONING_INSTRUCTION = (
-    "Solve the problem. Keep your working short, then end with a line 'Answer: <final answer>'."
-)
 # Tasks (with generator options) small enough that a 135M chat model sometimes answers them: one-digit
 # operands and answers of one or two characters. Measured on the task data alone (200 items, seed 0):
 # answers are integers in [-9, 20]; copying the last number of the question is right 6-7 % of the time
@@ -141,8 +140,6 @@ def score_reasoning(task: str, answer: str, entry: dict[str, Any], task_key: lis
     Task ``gsm8k`` (not a reasoning-gym task) is scored by exact final number (``gsm8k_verify``).
     """
     if task == "gsm8k":
-        from fairrl.data.gsm8k import gsm8k_verify
-
         return gsm8k_verify(task, answer, entry)
     task_key = task_key if task_key is not None else entry.get("task_key")
     if task_key is None:

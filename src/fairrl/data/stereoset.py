@@ -19,12 +19,12 @@ packaged copy carries its LICENSE. Cite the paper above when reporting results.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fairrl.assets import benchmark_dir
+from fairrl.data.hub import load_hub_rows, read_json, resolve_source
 from fairrl.errors import ConfigError, DataError
 
 SUBSETS = ("intrasentence", "intersentence")
@@ -103,13 +103,7 @@ def _parse_item(raw: Any, subset: str, where: str) -> StereoSetItem:
 
 
 def _read_json(path: Path, subsets: tuple[str, ...]) -> dict[str, list[Any]]:
-    try:
-        with path.open(encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as err:
-        raise DataError(f"cannot read the StereoSet file {path} ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    doc = read_json(path, what="StereoSet")
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, dict):
         raise DataError(f"{path} has no top-level 'data' object; the original StereoSet schema is expected")
@@ -132,36 +126,12 @@ def _local_file(root: Path, split: str) -> Path:
 
 def _load_hub(source: str, split: str, subsets: tuple[str, ...]) -> dict[str, list[Any]]:
     """Rows of each subset's config from the hub (split dev -> the hub's ``validation``)."""
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"StereoSet source {source!r} is not a local path, so it was taken as a hub id, but the "
-            "`datasets` package is not installed (pip install datasets); or omit the source to use the "
-            "packaged copy"
-        ) from None
-    rows: dict[str, list[Any]] = {}
-    for subset in subsets:
-        try:
-            loaded = datasets.load_dataset(source, subset, split=HUB_SPLITS[split])
-            rows[subset] = [dict(r) for r in loaded]
-        except Exception as err:  # hub errors are many; all mean "not reachable or not found"
-            raise DataError(
-                f"could not load StereoSet {subset}/{HUB_SPLITS[split]} from the hub id {source!r} "
-                f"({type(err).__name__}: {err}); pass a local JSON path, or omit the source to use the "
-                "packaged copy"
-            ) from None
-    return rows
-
-
-def looks_like_path(source: str) -> bool:
-    """True for sources that cannot be a hub id (``owner/name``): a file suffix, ``/ . ~`` first, nesting."""
-    return (
-        source.startswith(("/", ".", "~"))
-        or source.count("/") > 1
-        or "\\" in source
-        or Path(source).suffix.lower() in (".json", ".jsonl", ".csv")
-    )
+    instead = "pass a local JSON path, or omit the source to use the packaged copy"
+    hub_split = HUB_SPLITS[split]
+    return {
+        subset: load_hub_rows(source, what="StereoSet", config=subset, split=hub_split, instead=instead)
+        for subset in subsets
+    }
 
 
 def _check_choice(kind: str, requested: Any, valid: tuple[str, ...]) -> tuple[str, ...]:
@@ -192,16 +162,16 @@ def load_stereoset(
     if source is None:
         path = benchmark_dir("StereoSet") / "data" / f"{split}.json"
         raw, where = _read_json(path, subsets), f"the packaged StereoSet {split} set"
-    elif Path(source).expanduser().exists():
-        path = _local_file(Path(source).expanduser(), split)
-        raw, where = _read_json(path, subsets), str(path)
-    elif looks_like_path(source):
-        raise DataError(
-            f"the StereoSet file {source} does not exist; pass an existing JSON file, a hub id such as "
-            "McGill-NLP/stereoset, or omit the source to use the packaged copy"
-        )
     else:
-        raw, where = _load_hub(source, split, subsets), f"hub dataset {source!r}"
+        resolved = resolve_source(
+            source, what="StereoSet", expected="an existing JSON file (or a folder of <split>.json files)",
+            hub_example="McGill-NLP/stereoset", packaged=True,
+        )  # fmt: skip
+        if isinstance(resolved, Path):
+            path = _local_file(resolved, split)
+            raw, where = _read_json(path, subsets), str(path)
+        else:
+            raw, where = _load_hub(resolved, split, subsets), f"hub dataset {source!r}"
     items = [_parse_item(r, s, f"{where} ({s})") for s in subsets for r in raw[s]]
     if wanted is not None:
         items = [i for i in items if i.bias_type in wanted]
