@@ -9,10 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from fairrl.cli import app
-from fairrl.config import load_config
+from fairrl.config import DPOTrainConfig, load_config
 from fairrl.data.preferences import PreferencePair
 from fairrl.models.loading import LoraSettings, apply_lora
-from fairrl.preference_config import DPOTrainConfig
 from fairrl.recipes.dpo import DPOLearner, per_group_sample, run_dpo
 from tests.tiny import saved_tiny_policy, tiny_policy
 

@@ -6,7 +6,8 @@ import torch
 
 from fairrl.config import load_config
 from fairrl.data.records import Example
-from fairrl.recipes.grpo import GRPOStep, PromptStream
+from fairrl.data.stream import PromptStream
+from fairrl.trainer.grpo_step import GRPOStep
 from tests.tiny import tiny_policy
 
 
@@ -21,7 +22,7 @@ def constant_for_even(prompts, completions, prompt_id, **_):
 
 def _step(dynamic: bool):
     cfg = load_config(None, [
-        "model.lora=null", "data.reasoning=null", "data.ratio={bbq: 1}",
+        "model.lora=null", "data.sources=[{kind: bbq}]",
         "rewards.functions=[{name: 'tests.test_dynamic_sampling:constant_for_even'}]",
         "algorithm.num_generations=4", "algorithm.prompts_per_step=2", "algorithm.max_completion_length=5",
         f"algorithm.dynamic_sampling={str(dynamic).lower()}", "algorithm.max_resample_rounds=4",

@@ -9,15 +9,9 @@ import pytest
 
 from fairrl.data.records import Example
 from fairrl.errors import DataError
+from fairrl.eval.bbq import bbq_accuracy, bbq_bias_scores, condition_summary, disambig_unknown_rate
 from fairrl.eval.fairness import gini, group_summary, jain_index, min_max_ratio
-from fairrl.eval.metrics import (
-    bbq_accuracy,
-    bbq_bias_scores,
-    bootstrap_ci,
-    condition_summary,
-    disambig_unknown_rate,
-    percentile_interval,
-)
+from fairrl.eval.metrics import bootstrap_ci, percentile_interval
 
 
 def ex(cond: str = "disambig", label: int = 0, biased: int = 1, unknown: int = 2, i: int = 0) -> Example:

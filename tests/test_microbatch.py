@@ -9,9 +9,10 @@ import torch
 
 from fairrl.config import load_config
 from fairrl.errors import ConfigError
+from fairrl.losses import part_share
 from fairrl.models.loading import enable_gradient_checkpointing
-from fairrl.recipes.grpo import GRPOStep
-from fairrl.recipes.microbatch import micro_batch_weight, micro_batches
+from fairrl.trainer.grpo_step import GRPOStep
+from fairrl.trainer.microbatch import micro_batches
 from tests.test_dynamic_sampling import _stream
 from tests.tiny import tiny_policy
 
@@ -32,10 +33,10 @@ def test_micro_batches_keep_groups_whole_or_slice_one_group():
 
 def test_micro_batch_weights_by_hand():
     # 12 rows, 30 tokens; a micro-batch of 4 rows holding 6 tokens
-    assert micro_batch_weight("grpo", 4, 12, 6, 30) == pytest.approx(1 / 3)
-    assert micro_batch_weight("dr_grpo", 4, 12, 6, 30) == pytest.approx(1 / 3)
-    assert micro_batch_weight("dapo", 4, 12, 6, 30) == pytest.approx(0.2)
-    assert micro_batch_weight("bnpo", 4, 12, 6, 30) == pytest.approx(0.2)
+    assert part_share("grpo", 4, 12, 6, 30) == pytest.approx(1 / 3)
+    assert part_share("dr_grpo", 4, 12, 6, 30) == pytest.approx(1 / 3)
+    assert part_share("dapo", 4, 12, 6, 30) == pytest.approx(0.2)
+    assert part_share("bnpo", 4, 12, 6, 30) == pytest.approx(0.2)
 
 
 def test_config_refuses_a_micro_batch_that_splits_groups_unevenly():
@@ -62,10 +63,10 @@ class _Recorder:
 
 def _grads(loss_type: str, micro: int | None, checkpointing: bool = False, beta: float = 0.04):
     cfg = load_config(None, [
-        "model.lora=null", "data.reasoning=null", "data.ratio={bbq: 1}",
+        "model.lora=null", "data.sources=[{kind: bbq}]",
         "rewards.functions=[{name: 'tests.test_dynamic_sampling:constant_for_even'}]",
         "algorithm.num_generations=4", "algorithm.prompts_per_step=3", "algorithm.max_completion_length=6",
-        f"algorithm.loss_type={loss_type}", f"algorithm.beta={beta}", "algorithm.max_grad_norm=null",
+        f"algorithm.loss_type={loss_type}", f"algorithm.beta={beta}", "max_grad_norm=null",
         f"algorithm.micro_batch_size={'null' if micro is None else micro}",
     ])  # fmt: skip
     tok, model = tiny_policy()

@@ -34,12 +34,12 @@ def test_one_grpo_step_on_the_real_model_and_data(tmp_path):
     import json
 
     from fairrl.config import load_config
-    from fairrl.recipes.train import run_training
+    from fairrl.recipes.grpo import run_training
 
     cfg = load_config(None, [
         "max_steps=1", "algorithm.num_generations=2", "algorithm.prompts_per_step=2",
         "algorithm.max_completion_length=4", "model.lora={r: 2, alpha: 4, target_modules: [q_proj]}",
-        "data.bbq.categories=[Religion]", "data.bbq.heldout_categories=[]", "data.reasoning.n_train=10",
+        "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: []}, {kind: reasoning, n_train: 10}]",
         "tensorboard=false",
     ])
     run = run_training(cfg, out=str(tmp_path / "run"), console=lambda s: None, evaluate=False, progress=False)

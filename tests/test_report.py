@@ -192,3 +192,14 @@ def test_comparison_table_puts_models_side_by_side(summary):
     assert table.splitlines()[0] == "| set | metric | base | tuned |"
     assert "| Reasoning (task verifier) | accuracy | 0.500 [0.30, 0.70] | 0.450 [0.25, 0.65] |" in table
     assert "| accuracy, ambiguous | 0.000 [0.00, 0.00] | 1.000 [1.00, 1.00] |" in table
+
+
+def test_reward_rows_find_functions_whose_names_hold_dots():
+    """A user reward named by file path (``examples/rewards.py:fn``) still gets its row's numbers."""
+    from fairrl.report.markdown import reward_rows
+
+    res = {"kind": "rewards", "reward": 0.5, "by_function": {"rewards.py:fn": {"n": 4, "mean": 0.25}}, "by_group": {}}
+    rows = reward_rows("mine", res)
+    table = before_after_table({"mine": res}, {"mine": {**res, "reward": 0.75}}, rows).splitlines()
+    assert table[2] == "| mean reward (weighted sum) | 0.500 | 0.750 | +0.250 |"
+    assert table[3] == "| mean of rewards.py:fn | 0.250 | 0.250 | +0.000 |"

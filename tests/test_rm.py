@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from fairrl.assets import asset_path
 from fairrl.cli import app
-from fairrl.config import load_config
+from fairrl.config import RMTrainConfig, load_config
 from fairrl.errors import ConfigError
 from fairrl.models.reward_model import (
     RewardModel,
@@ -19,7 +19,6 @@ from fairrl.models.reward_model import (
     save_reward_model,
     score_texts,
 )
-from fairrl.preference_config import RMTrainConfig
 from fairrl.recipes.rm import RMLearner, run_rm
 from fairrl.rewards import get_reward
 
@@ -270,8 +269,8 @@ def test_bias_rm_reward_in_fairrl_train(rm_dir, tmp_path):
     sets = [
         f"model.name_or_path={tmp_path / 'm'}", "model.lora={r: 4, alpha: 8}", "max_steps=2", "save_steps=1",
         "algorithm.num_generations=2", "algorithm.prompts_per_step=2", "algorithm.max_completion_length=4",
-        "eval.bbq_items_per_condition=0", "data.reasoning=null", "data.ratio={bbq: 1}", "tensorboard=false",
-        "data.bbq.categories=[Religion]", "data.bbq.heldout_categories=[SES]",
+        "eval.bbq_items_per_condition=0", "tensorboard=false",
+        "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]",
         f"rewards.functions=[{{name: bbq_correct}}, {{name: bias_rm, options: {{model: '{rm_dir}', device: cpu}}}}]",
     ]  # fmt: skip
     out = tmp_path / "run"

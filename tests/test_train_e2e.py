@@ -9,8 +9,8 @@ import torch
 
 from fairrl.config import load_config
 from fairrl.data.records import Example
-from fairrl.recipes.datasets import RunData
-from fairrl.recipes.train import run_training
+from fairrl.data.run_data import RunData
+from fairrl.recipes.grpo import run_training
 from tests.tiny import tiny_policy
 
 REWARD = "tests.tiny:count_a"
@@ -33,13 +33,12 @@ def _data(n: int = 32) -> RunData:
 def _cfg(tmp_path, **over):
     sets = [
         "model.lora=null",
-        "data.reasoning=null",
-        "data.ratio={bbq: 1}",
+        "data.sources=[{kind: bbq}]",
         f"rewards.functions=[{{name: '{REWARD}'}}]",
         "algorithm.num_generations=8",
         "algorithm.prompts_per_step=4",
         "algorithm.max_completion_length=6",
-        "algorithm.learning_rate=0.02",
+        "learning_rate=0.02",
         "algorithm.loss_type=dapo",
         "tensorboard=false",
         "eval.bbq_items_per_condition=0",

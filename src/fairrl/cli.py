@@ -40,7 +40,7 @@ def demo_config_path() -> Path:
 
 def _train(config: str | None, overrides: list[str], resume: str | None, out: str | None) -> Path:
     from fairrl.config import load_config
-    from fairrl.recipes.train import resume_config, run_training
+    from fairrl.recipes.grpo import resume_config, run_training
     from fairrl.report.run import write_run_report
 
     cfg = resume_config(resume, overrides) if resume else load_config(config, overrides)
@@ -92,16 +92,14 @@ def show_config(
     demo_: Annotated[bool, typer.Option("--demo", help="Show the demo's config.")] = False,
     kind: Annotated[str, typer.Option(help="Which run the config is for: train, rm or dpo.")] = "train",
 ) -> None:
-    """Validate a config and print it fully resolved (defaults filled in)."""
-    from fairrl.config import TrainConfig, dump_config, load_config
+    """Validate a config and print it fully resolved (defaults filled in; no CONFIG: every default)."""
+    from fairrl.config import SCHEMAS, dump_config, load_config
     from fairrl.errors import ConfigError
-    from fairrl.preference_config import DPOTrainConfig, RMTrainConfig
 
-    schemas = {"train": TrainConfig, "rm": RMTrainConfig, "dpo": DPOTrainConfig}
     try:
-        if kind not in schemas:
-            raise ConfigError(f"--kind must be train, rm or dpo, got {kind!r}")
-        cfg = load_config(str(demo_config_path()) if demo_ else config, set_ or [], schema=schemas[kind])
+        if kind not in SCHEMAS:
+            raise ConfigError(f"--kind must be one of {', '.join(SCHEMAS)}, got {kind!r}")
+        cfg = load_config(str(demo_config_path()) if demo_ else config, set_ or [], schema=SCHEMAS[kind])
     except FairRLError as err:
         _fail(err)
     typer.echo(dump_config(cfg))
@@ -179,25 +177,19 @@ OutOption = Annotated[str | None, typer.Option(help="Run folder (default: <outpu
 
 
 def _preference_config(config: str | None, overrides: list[str], resume: str | None, schema):
-    from fairrl.config import load_config
-    from fairrl.errors import ConfigError
+    from fairrl.config import load_config, run_config
 
-    if resume:
-        saved = Path(resume) / "config.yaml"
-        if not saved.exists():
-            raise ConfigError(f"--resume {resume}: no config.yaml there; is it a fairrl run folder?")
-        config = str(saved)
-    return load_config(config, overrides, schema=schema)
+    return run_config(resume, overrides, schema) if resume else load_config(config, overrides, schema=schema)
 
 
 def _preference_run(kind: str, config: str | None, overrides: list[str], resume: str | None, out: str | None):
     """Validate the config of an ``rm`` or ``dpo`` run and run it; user mistakes exit 2."""
     try:
         if kind == "rm":
-            from fairrl.preference_config import RMTrainConfig as schema
+            from fairrl.config import RMTrainConfig as schema
             from fairrl.recipes.rm import run_rm as run
         else:
-            from fairrl.preference_config import DPOTrainConfig as schema
+            from fairrl.config import DPOTrainConfig as schema
             from fairrl.recipes.dpo import run_dpo as run
         run(_preference_config(config, overrides, resume, schema), out=out, resume=resume, console=_echo)
     except FairRLError as err:
@@ -232,8 +224,8 @@ def rm_compare(
 ) -> None:
     """Train one reward model per objective and seed; compare them on held-out groups (tables + plot)."""
     try:
+        from fairrl.config import RMTrainConfig
         from fairrl.errors import ConfigError
-        from fairrl.preference_config import RMTrainConfig
         from fairrl.recipes.rm import compare_kinds, run_rm_compare
 
         try:

@@ -1,10 +1,14 @@
-"""User functions named by a dotted path (``pkg.module:fn`` or ``pkg.module.fn``): rewards, scorers."""
+"""User functions named by a dotted path (``pkg.module:fn`` or ``pkg.module.fn``) or by a Python file and
+a name (``path/to/rewards.py:fn``, relative to the working directory): rewards, scorers."""
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from fairrl.errors import ConfigError
@@ -29,7 +33,10 @@ def import_callable(
         raise ConfigError(f"unknown {kind} {name!r}; {hint}built-ins: {', '.join(names)}, or give a dotted path "
                           f"to your own {expected}")  # fmt: skip
     try:
-        module = importlib.import_module(module_name)
+        module = _load_file(module_name, kind, name) if module_name.endswith(".py") else importlib.import_module(
+            module_name)
+    except ConfigError:
+        raise
     except Exception as err:  # ImportError, or the user's module failing while it loads
         raise ConfigError(
             f"{kind} {name!r}: module {module_name!r} could not be imported ({type(err).__name__}: {err}); "
@@ -41,3 +48,23 @@ def import_callable(
     if not callable(fn):
         raise ConfigError(f"{kind} {name!r} is not a function (got a {type(fn).__name__})")
     return fn
+
+
+def _load_file(path: str, kind: str, name: str):
+    """A Python file as a module (cached under a name derived from its resolved path)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{kind} {name!r}: the file {path} does not exist (paths are relative to the working "
+                          f"directory, {Path.cwd()})")  # fmt: skip
+    key = "fairrl_user_" + "".join(c if c.isalnum() else "_" for c in str(file.resolve()))
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, file)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[key] = module
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except BaseException:
+        del sys.modules[key]
+        raise
+    return module

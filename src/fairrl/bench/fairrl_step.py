@@ -7,7 +7,7 @@ policy forward, loss, backward, gradient clipping, AdamW, scheduler), with the r
 beta > 0, the adapter-disabled policy with LoRA).
 
 Forced lengths: the training config has no minimum-length option, so for the duration of a bench step
-the ``sample_groups`` that ``fairrl.recipes.grpo`` calls is bound to the same sampler with
+the ``sample_groups`` that ``fairrl.trainer.grpo_step`` calls is bound to the same sampler with
 ``min_new_tokens = max_new_tokens = N`` (restored afterwards): every completion is exactly N tokens.
 
 Phases (seconds, see :mod:`fairrl.bench.timing`):
@@ -32,9 +32,10 @@ from fairrl.bench.timing import PhaseClock, StepRecord, time_optimizer
 from fairrl.bench.workload import REWARD_NAME, BenchSpec, prompt_length
 from fairrl.config import TrainConfig
 from fairrl.data.records import Example
+from fairrl.data.stream import PromptStream
 from fairrl.models.loading import LoraSettings, apply_lora, enable_gradient_checkpointing
-from fairrl.recipes.grpo import GRPOStep, PromptStream, make_reference, step_generator
-from fairrl.recipes.train import make_optimizer
+from fairrl.trainer.grpo_step import GRPOStep, make_reference, step_generator
+from fairrl.trainer.optim import make_optimizer
 
 
 def bench_config(spec: BenchSpec, max_prompt_length: int) -> TrainConfig:
@@ -42,6 +43,7 @@ def bench_config(spec: BenchSpec, max_prompt_length: int) -> TrainConfig:
     return TrainConfig.model_validate(
         {
             "seed": spec.seed,
+            "learning_rate": spec.learning_rate,
             "model": {
                 "name_or_path": spec.model, "dtype": spec.dtype, "lora": {} if spec.lora else None,
                 "gradient_checkpointing": spec.gradient_checkpointing,
@@ -53,7 +55,6 @@ def bench_config(spec: BenchSpec, max_prompt_length: int) -> TrainConfig:
                 "max_prompt_length": max(8, max_prompt_length),
                 "max_completion_length": spec.new_tokens,
                 "beta": spec.beta,
-                "learning_rate": spec.learning_rate,
                 "loss_type": spec.loss_type,
                 "temperature": 1.0,
                 "top_p": 1.0,
@@ -66,7 +67,7 @@ def bench_config(spec: BenchSpec, max_prompt_length: int) -> TrainConfig:
 @contextmanager
 def forced_length_sampler(new_tokens: int, clock: PhaseClock) -> Iterator[None]:
     """Within the block, the GRPO step samples exactly ``new_tokens`` per completion, timed as ``generate``."""
-    from fairrl.recipes import grpo
+    from fairrl.trainer import grpo_step as grpo
 
     original = grpo.sample_groups
     grpo.sample_groups = clock.wrap(functools.partial(original, min_new_tokens=new_tokens), "generate")
@@ -95,7 +96,7 @@ class FairrlSide:
                 p.requires_grad_(True)
         self.model = model
         self.grpo = GRPOStep(cfg, model, tokenizer, device, ref_model=make_reference(cfg, model))
-        self.optimizer, self.scheduler = make_optimizer(cfg, model)
+        self.optimizer, self.scheduler = make_optimizer(cfg, model, cfg.optimizer_steps)
         self.clock = PhaseClock(device)
         time_optimizer(self.optimizer, self.clock)
         self.grpo.reference_logprobs = self.clock.wrap(self.grpo.reference_logprobs, "reference")

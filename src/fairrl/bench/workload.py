@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 
+from fairrl.config.grpo import keeps_groups
 from fairrl.data.records import Example
 from fairrl.errors import ConfigError
-from fairrl.recipes.microbatch import keeps_groups
 from fairrl.rewards.base import completion_text
 
 # A fixed passage; words are taken cyclically until the prompt reaches its target length.

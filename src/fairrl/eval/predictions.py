@@ -10,7 +10,7 @@ Each line of the file is a JSON object with
   nobody, and is reported per condition (``n_unparseable``), never dropped.
 
 The items are looked up in BBQ (the packaged copy, or ``source``: a local file/folder or hub id), so the
-file needs no labels. Scores are the official ones (:mod:`fairrl.eval.metrics`): per category and
+file needs no labels. Scores are the official ones (:mod:`fairrl.eval.bbq`): per category and
 overall, per context condition, accuracy and bias score (s_AMB for ambiguous, s_DIS for disambiguated
 contexts) with counts and 95% bootstrap intervals. Only the predicted items are scored;
 ``n_items_in_category`` says how many the category has, so a partial file is visible as such.
@@ -24,7 +24,7 @@ from typing import Any
 
 from fairrl.data.records import Example
 from fairrl.errors import DataError
-from fairrl.eval.metrics import condition_summary
+from fairrl.eval.bbq import condition_summary
 
 FIELDS = ("category", "example_id", "prediction")
 SCHEMA_VERSION = 1

@@ -126,3 +126,18 @@ def source_accuracy(margins: Sequence[float], sources: Sequence[str]) -> dict[st
         s: {"n": len(idx), "accuracy": float(correct[idx].mean()), "mean_margin": float(a[idx].mean())}
         for s, idx in sorted(index.items())
     }
+
+
+def evaluate_learner(learner, splits, n_boot: int, seed: int) -> dict[str, Any]:
+    """Per-group preference metrics of the eval (trained groups) and held-out (unseen groups) splits.
+
+    ``learner`` has ``eval_margins(pairs) -> list[float]`` (a reward model or a DPO policy);
+    ``splits`` has ``eval`` and ``heldout`` lists of preference pairs.
+    """
+    out: dict[str, Any] = {}
+    for name, pairs in (("eval", splits.eval), ("heldout", splits.heldout)):
+        if pairs:
+            margins = learner.eval_margins(pairs)
+            out[name] = preference_metrics(margins, [p.group for p in pairs], n_boot=n_boot, seed=seed)
+            out[name]["by_source"] = source_accuracy(margins, [p.source for p in pairs])
+    return out

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import torch
 
 from fairrl.eval.likelihood import _device, inference_mode
-from fairrl.rollout.generate import left_pad, positions_from_mask
+from fairrl.models.common import positions_from_mask
+from fairrl.rollout.generate import left_pad
 
 
 def start_token_id(tokenizer) -> int:

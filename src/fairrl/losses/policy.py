@@ -91,6 +91,40 @@ AGGREGATIONS: dict[str, Aggregation] = {
 }
 
 
+# -- the share of the batch loss that a part of the batch carries (gradient accumulation) ----------
+#
+# Every aggregation is a sum over rows with a normaliser fixed by the whole batch, so the batch loss
+# is L = sum_b w_b * L_b, with L_b the same aggregation applied to part b alone and (n rows, T tokens)
+#   w_b = n_b / N   for grpo (mean over sequences) and dr_grpo (sum / (N * L_max));
+#   w_b = T_b / T   for bnpo / dapo (mean over the batch's completion tokens).
+PartShare = Callable[[int, int, float, float], float]
+
+
+def row_share(rows: int, total_rows: int, tokens: float, total_tokens: float) -> float:
+    """w_b = n_b / N (normaliser proportional to the row count)."""
+    return rows / total_rows
+
+
+def token_share(rows: int, total_rows: int, tokens: float, total_tokens: float) -> float:
+    """w_b = T_b / T (normaliser = the batch's token count; an all-masked batch counts as 1 token)."""
+    return tokens / max(total_tokens, 1.0)
+
+
+PART_SHARES: dict[str, PartShare] = {
+    "grpo": row_share,
+    "bnpo": token_share,
+    "dapo": token_share,
+    "dr_grpo": row_share,
+}
+
+
+def part_share(loss_type: str, rows: int, total_rows: int, tokens: float, total_tokens: float) -> float:
+    """w_b above: the weight of part b's own loss in the loss of the whole batch."""
+    if loss_type not in PART_SHARES:
+        raise ConfigError(f"loss_type must be one of {sorted(PART_SHARES)}, got {loss_type!r}")
+    return PART_SHARES[loss_type](rows, total_rows, tokens, total_tokens)
+
+
 # -- ratio and loss -------------------------------------------------------------------------------
 
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import torch
 
+from fairrl.models.common import positions_from_mask, unwrap_peft
 from fairrl.models.head_logprobs import head_logprobs
 from fairrl.models.loading import checkpointing_active
 from fairrl.models.packing import attention_mask_for, pack_groups, packing_pays
-from fairrl.modelutil import unwrap_peft
-from fairrl.rollout.generate import positions_from_mask
 
 # Models whose logits are exactly ``lm_head(last hidden state)`` (no soft-capping or logit scale).
 FUSED_HEAD_MODELS = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fairrl.rollout.generate import positions_from_mask
+from fairrl.models.common import positions_from_mask
 
 # Largest extra attention work, as a fraction of the linear layers' work, at which packing is used.
 MAX_ATTENTION_OVERHEAD = 0.25

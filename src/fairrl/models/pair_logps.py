@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import torch
 
 from fairrl.data.preferences import PreferencePair
+from fairrl.models.common import positions_from_mask
 from fairrl.models.logprobs import token_logprobs
-from fairrl.rollout.generate import positions_from_mask
 
 
 @dataclass

@@ -23,14 +23,15 @@ from pathlib import Path
 
 import torch
 
+from fairrl.config.preference import DPOTrainConfig
+from fairrl.console import Console
 from fairrl.data.preferences import PreferencePair, PreferenceSplits
-from fairrl.eval.preference import preference_metrics
+from fairrl.eval.preference import evaluate_learner, preference_metrics
 from fairrl.losses.preference import dpo_loss, dpo_margins
 from fairrl.models.loading import count_parameters
 from fairrl.models.pair_logps import encode_pairs, reference_logps, sequence_logps, split_chosen_rejected
-from fairrl.preference_config import DPOTrainConfig
-from fairrl.recipes.preference import Console, finish_run, prepare_run, train_pairs
-from fairrl.recipes.train import build_policy, resolve_device, write_policy
+from fairrl.models.policy import build_policy, resolve_device, write_policy
+from fairrl.trainer.pairs import finish_run, prepare_run, train_pairs
 
 
 class DPOLearner:
@@ -108,7 +109,7 @@ def per_group_sample(pairs: Sequence[PreferencePair], n: int, seed: int) -> list
 
 def build_dpo_learner(cfg: DPOTrainConfig) -> DPOLearner:
     device = resolve_device(cfg.model.device)
-    tokenizer, model = build_policy(cfg, device)  # type: ignore[arg-type]
+    tokenizer, model = build_policy(cfg.model, device)
     reference = copy.deepcopy(model) if cfg.model.lora is None else None
     return DPOLearner(model, tokenizer, cfg, reference)
 
@@ -141,6 +142,7 @@ def run_dpo(cfg: DPOTrainConfig, out: str | None = None, resume: str | None = No
     if run.splits.heldout:
         after = learner.policy_preferences(run.splits.heldout)[1]
         extra["logp_after"] = preference_metrics(after, groups, n_boot=cfg.n_boot, seed=cfg.seed)
+    extra.update(evaluate_learner(learner, run.splits, cfg.n_boot, cfg.seed))
     finish_run(run, learner, steps, seconds, extra)
     report = write_preference_report(run.run_dir)
     console(report.read_text())

@@ -9,7 +9,7 @@ Suite mode (default) writes into ``--out``:
 - ``results.md``: one comparison table per suite plus per-group tables; ``plots/<suite>.png``.
 
 Config mode (``--config``) writes ``results.json`` with ``"kind": "heldout"`` and ``"models": {name:
-{split: result}}`` (the shapes of :func:`fairrl.eval.bbq.evaluate_bbq` / ``evaluate_reasoning``).
+{split: result}}`` (the shapes of :func:`fairrl.eval.heldout.evaluate_splits`).
 
 All items are loaded and checked before the first model is, so bad input costs no compute. While it
 runs, finished suites go to ``results.partial.json`` (``"complete": false``); ``results.json`` is
@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from fairrl.config import load_config
+from fairrl.console import Console
 from fairrl.fsutil import write_json_atomic, write_text_atomic
 from fairrl.models.loading import load_model, load_tokenizer
-from fairrl.recipes.train import Console, resolve_device
+from fairrl.models.policy import resolve_device
 
 RESULTS_SCHEMA_VERSION = 2
 
@@ -115,12 +116,12 @@ def run_config_eval(
     models: list[str], config: str | None, overrides: list[str], out: str, console: Console
 ) -> Path:
     """The held-out sets a training config builds (``bbq_templates``, ``bbq_categories``, ``reasoning``)."""
-    from fairrl.recipes.datasets import build_run_data
-    from fairrl.recipes.train import evaluate_splits
+    from fairrl.data.run_data import build_run_data
+    from fairrl.eval.heldout import evaluate_splits
     from fairrl.report.markdown import comparison_table
 
     cfg = load_config(config, overrides)
-    data = build_run_data(cfg)
+    data = build_run_data(cfg.data, cfg.eval, cfg.seed)
     device = resolve_device(cfg.model.device)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,360 +1,127 @@
-"""GRPO-family training loop: data -> rollout -> rewards -> advantages -> loss -> update.
+"""A GRPO-family run (``fairrl train``): config -> model -> evaluation before -> GRPO steps with checkpoints -> evaluation after -> report.
 
-One step:
-1. take P prompts from the mixture stream (position saved in checkpoints);
-2. sample G completions each, prefilling each prompt once (``fairrl.rollout``);
-3. score them with the reward functions (TRL contract), combine (``multi_objective_aggregation``),
-   optionally add DAPO's overlong penalty;
-4. with ``dynamic_sampling``, drop zero-variance groups and refill from the stream (capped);
-5. turn rewards into advantages with the configured estimator;
-6. take ``num_iterations`` optimiser steps on the clipped surrogate (+ beta * k3 KL).
+Run folder layout (``runs/<run_name>/`` or ``--out``)::
 
-Deviations from TRL's GRPOTrainer, on purpose:
-- pi_old for ``num_iterations > 1`` is the sampler's own log-probs (same temperature, no extra
-  forward); for ``num_iterations == 1`` it is ``logp.detach()``, as in TRL.
-- The LoRA reference model is the adapter-disabled policy (no copy); full fine-tuning keeps a frozen copy
-  only when ``beta > 0``.
-- Per-group metrics (``group_reward/<group>``, ``group_reward_gap``) are logged every step.
+    config.yaml         resolved config (also printed at start)
+    metrics.jsonl       one row per step (TRL metric names + per-group rewards)
+    tensorboard/        the same as TensorBoard events
+    checkpoints/        step-NNNNNN/ folders + ``latest`` pointer (atomic); ``--resume`` continues from here
+    eval_before.json    held-out evaluation of the starting model (every split of :mod:`fairrl.eval.heldout`)
+    eval_after.json     the same after training
+    summary.json        before/after headline figures with 95% intervals
+    final/              trained weights (LoRA adapter or full model, safetensors)
+    report.md, *.png    markdown report and plots
 """
 
 from __future__ import annotations
 
-import copy
-import math
-from dataclasses import dataclass
+import json
+import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from fairrl.advantages import ESTIMATORS, combine_rewards, group_stats, zero_variance_groups
-from fairrl.advantages.shaping import group_balance_weights, overlong_penalty
-from fairrl.config import TrainConfig
-from fairrl.data.records import Example, rows_to_columns
-from fairrl.losses import policy_loss
-from fairrl.models.logprobs import completion_logprobs
-from fairrl.recipes.microbatch import micro_batch_weight, micro_batches
-from fairrl.rewards import evaluate_rewards, get_reward
-from fairrl.rollout.generate import Rollout, left_pad, sample_groups
-
-
-@dataclass
-class Batch:
-    """A scored rollout: P prompts x G completions."""
-
-    examples: list[Example]  # [P]
-    rollout: Rollout
-    texts: list[str]  # [P*G]
-    rewards: torch.Tensor  # [P, G] combined (+ shaping)
-    per_fn: torch.Tensor  # [P, G, K] raw, NaN = not applicable
+from fairrl.config.base import run_config
+from fairrl.config.grpo import TrainConfig
+from fairrl.console import Console, progress_bar
+from fairrl.data.run_data import RunData, build_run_data
+from fairrl.data.stream import PromptStream
+from fairrl.errors import ConfigError
+from fairrl.eval.heldout import evaluate_splits
+from fairrl.fsutil import write_json_atomic
+from fairrl.models.loading import count_parameters
+from fairrl.models.policy import build_policy, resolve_device
+from fairrl.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fairrl.trainer.grpo_step import GRPOStep, batch_metrics, make_reference, step_generator
+from fairrl.trainer.logging import MetricsLogger
+from fairrl.trainer.optim import make_optimizer
+from fairrl.trainer.run import output_dir, save_final, start_run
 
 
-class PromptEncoder:
-    """Chat-template rendering and tokenisation, cached per prompt id."""
+def run_training(
+    cfg: TrainConfig,
+    out: str | None = None,
+    resume: str | None = None,
+    console: Console = print,
+    evaluate: bool = True,
+    progress: bool = True,
+    components: tuple[Any, Any] | None = None,
+    data: RunData | None = None,
+) -> Path:
+    """Train (or resume) a GRPO-family run and write its folder; returns the run folder.
 
-    def __init__(self, tokenizer, max_prompt_length: int):
-        self.tokenizer = tokenizer
-        self.max_len = max_prompt_length
-        self._cache: dict[str, list[int]] = {}
+    ``components`` (tokenizer, model) and ``data`` replace what the config would load (tests and
+    programmatic use).
+    """
+    run_dir = Path(resume) if resume else output_dir(cfg, out)
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None:
+        raise ConfigError(f"--resume {resume}: no checkpoint found under {run_dir / 'checkpoints'}")
+    start_run(cfg, run_dir, console)
+    device = resolve_device(cfg.model.device)
 
-    def __call__(self, example: Example) -> list[int]:
-        ids = self._cache.get(example.prompt_id)
-        if ids is None:
-            text = self.tokenizer.apply_chat_template(example.prompt, add_generation_prompt=True, tokenize=False)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][-self.max_len :]
-            self._cache[example.prompt_id] = ids
-        return ids
+    # data first: a mistyped path fails in a second, not after the model has loaded
+    data = data if data is not None else build_run_data(cfg.data, cfg.eval, cfg.seed)
+    console(f"data: {len(data.train):,} training prompts; held out: "
+            + ", ".join(f"{k} {len(v)}" for k, v in data.evals.items()))
+    t0 = time.perf_counter()
+    tokenizer, policy = components if components is not None else build_policy(cfg.model, device)
+    trainable, total = count_parameters(policy)
+    console(f"model {cfg.model.name_or_path} on {device}: {trainable:,} trainable of {total:,} parameters "
+            f"({time.perf_counter() - t0:.0f}s to load)")
 
+    before_path = run_dir / "eval_before.json"
+    if evaluate and data.evals and not before_path.exists():
+        console("evaluating the starting model ...")
+        write_json_atomic(before_path, evaluate_splits(policy, tokenizer, data, cfg, console))
 
-class PromptStream:
-    """Deterministic, resumable walk over the training mixture (cycles with a fresh order each epoch)."""
-
-    def __init__(self, examples: list[Example], seed: int, position: int = 0):
-        self.examples = examples
-        self.seed = seed
-        self.position = position
-        self._epoch, self._perm = -1, []
-
-    def _order(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.examples), generator=g).tolist()
-
-    def take(self, n: int) -> list[Example]:
-        out = []
-        for _ in range(n):
-            epoch, i = divmod(self.position, len(self.examples))
-            if self._epoch != epoch:
-                self._epoch, self._perm = epoch, self._order(epoch)
-            out.append(self.examples[self._perm[i]])
-            self.position += 1
-        return out
-
-
-class GRPOStep:
-    """Everything one GRPO step needs, built once per run."""
-
-    def __init__(self, cfg: TrainConfig, policy, tokenizer, device: torch.device, ref_model=None):
-        self.cfg = cfg
-        self.alg = cfg.algorithm
-        self.policy = policy
-        self.ref_model = ref_model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.encode = PromptEncoder(tokenizer, self.alg.max_prompt_length)
-        self.reward_fns = {spec.name: get_reward(spec.name, spec.options) for spec in cfg.rewards.functions}
-        self.reward_weights = [spec.weight for spec in cfg.rewards.functions]
-        eos = tokenizer.eos_token_id
-        self.eos_ids = sorted({eos} | set(_as_list(getattr(policy.generation_config, "eos_token_id", None))))
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-
-    # -- rollout and rewards -------------------------------------------------------------
-    def rollout(self, examples: list[Example], generator: torch.Generator) -> Batch:
-        ids, mask = left_pad([self.encode(e) for e in examples], self.pad_id)
-        self.policy.eval()
-        r = sample_groups(
-            self.policy,
-            ids.to(self.device),
-            mask.to(self.device),
-            group_size=self.alg.num_generations,
-            max_new_tokens=self.alg.max_completion_length,
-            eos_token_ids=self.eos_ids,
-            pad_token_id=self.pad_id,
-            temperature=self.alg.temperature,
-            top_p=self.alg.top_p,
-            generator=generator,
-            share_prompt=self.alg.share_prompt,
-        )
-        texts = self.tokenizer.batch_decode(r.completion_ids.cpu(), skip_special_tokens=True)
-        per_fn = self.score(examples, texts)  # [P*G, K]
-        G = self.alg.num_generations
-        per_fn = per_fn.view(len(examples), G, -1)
-        rewards = combine_rewards(per_fn, self.reward_weights, self.alg.multi_objective_aggregation)
-        if self.alg.overlong_buffer:
-            pen = overlong_penalty(r.lengths.cpu(), self.alg.max_completion_length, self.alg.overlong_buffer)
-            rewards = rewards + self.alg.overlong_penalty * pen.view_as(rewards)
-        return Batch(examples=examples, rollout=r, texts=texts, rewards=rewards, per_fn=per_fn)
-
-    def score(self, examples: list[Example], texts: list[str]) -> torch.Tensor:
-        G = self.alg.num_generations
-        rows = [e.row() for e in examples for _ in range(G)]
-        columns = rows_to_columns(rows)
-        prompts = columns.pop("prompt")
-        completions = [[{"role": "assistant", "content": t}] for t in texts]
-        return evaluate_rewards(self.reward_fns, prompts, completions, columns, on_error=self.cfg.rewards.on_error)
-
-    def collect(self, stream: PromptStream, generator: torch.Generator) -> tuple[Batch, dict[str, float]]:
-        """Sample a batch; with dynamic sampling, refill zero-variance groups from the stream (capped)."""
-        P = self.alg.prompts_per_step
-        batch = self.rollout(stream.take(P), generator)
-        info = {"dynamic_sampling/rounds": 0.0, "dynamic_sampling/dropped": 0.0}
-        if not self.alg.dynamic_sampling:
-            return batch, info
-        kept = _select(batch, ~zero_variance_groups(batch.rewards))
-        info["dynamic_sampling/dropped"] = float(P - len(kept.examples))
-        rounds = 0
-        while len(kept.examples) < P and rounds < self.alg.max_resample_rounds:
-            rounds += 1
-            extra = self.rollout(stream.take(P - len(kept.examples)), generator)
-            extra = _select(extra, ~zero_variance_groups(extra.rewards))
-            kept = _concat(kept, extra, self.pad_id)
-        info["dynamic_sampling/rounds"] = float(rounds)
-        if not kept.examples:  # nothing informative at all: train on the first batch (zero gradient, logged)
-            kept = batch
-        return kept, info
-
-    # -- update --------------------------------------------------------------------------
-    def update(self, batch: Batch, optimizer, scheduler) -> dict[str, float]:
-        alg, r = self.alg, batch.rollout
-        G = alg.num_generations
-        seq_logprobs = (r.logprobs.sum(-1) / r.lengths.clamp(min=1)).view(-1, G).cpu()
-        adv = ESTIMATORS[alg.advantage_estimator](
-            batch.rewards, scale_rewards=alg.scale_rewards, seq_logprobs=seq_logprobs,
-            virtual_reward=alg.virtual_reward,
-        )  # [P, G]
-        if alg.group_balance:  # each demographic group weighs the same, however often it was drawn
-            groups = [str(e.row().get(self.cfg.data.group_column, e.group)) for e in batch.examples]
-            adv = adv * group_balance_weights(groups)[:, None]  # [P, G]
-        adv = adv.reshape(-1).to(self.device)  # [P*G]
-        mask = r.completion_mask.float()
-        if alg.mask_truncated_completions:
-            mask = mask * (~r.truncated).float()[:, None]
-        ref_logp = self.reference_logprobs(r) if alg.beta > 0 else None
-        chunks = micro_batches(len(batch.examples), G, alg.micro_batch_size)
-        total_tokens = float(mask.sum())
-        self.policy.train()
-        stats: dict[str, float] = {}
-        for it in range(alg.num_iterations):
-            optimizer.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            for c in chunks:
-                rows = c.rows
-                logp, entropy = completion_logprobs(
-                    self.policy, r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[rows],
-                    r.completion_mask[rows], c.group_size, temperature=alg.temperature,
-                    share_prompt=alg.share_prompt, with_entropy=(it == 0),
-                )  # fmt: skip
-                old = logp.detach() if alg.num_iterations == 1 else r.logprobs[rows]
-                loss, loss_stats = policy_loss(
-                    logp, old, adv[rows], mask[rows],
-                    loss_type=alg.loss_type, epsilon=alg.epsilon, epsilon_high=alg.epsilon_high,
-                    importance_sampling_level=alg.importance_sampling_level,
-                    max_completion_length=alg.max_completion_length,
-                    ref_logp=None if ref_logp is None else ref_logp[rows], beta=alg.beta, delta=alg.delta,
-                )  # fmt: skip
-                tokens = float(mask[rows].sum())
-                weight = micro_batch_weight(alg.loss_type, logp.shape[0], adv.shape[0], tokens, total_tokens)
-                (loss * weight).backward()
-                share = tokens / max(total_tokens, 1.0)  # token-weighted mean of the per-batch statistics
-                sums["loss"] = sums.get("loss", 0.0) + weight * float(loss.detach())
-                for k, v in loss_stats.items():
-                    sums[k] = sums.get(k, 0.0) + share * float(v)
-                if entropy is not None:
-                    sums["entropy"] = sums.get("entropy", 0.0) + share * float(entropy)
-            grad_norm = _clip(self.policy, alg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            if it > 0:
-                sums.pop("entropy", None)
-            stats.update(sums)
-            stats["grad_norm"] = grad_norm
-        stats["learning_rate"] = scheduler.get_last_lr()[0]
-        self.policy.eval()
-        return stats
-
-    @torch.no_grad()
-    def reference_logprobs(self, r: Rollout) -> torch.Tensor:
-        """Log-probs under the reference (frozen copy, or the policy with its adapter disabled), per micro-batch."""
-        kw = {"temperature": self.alg.temperature, "share_prompt": self.alg.share_prompt}
-        chunks = micro_batches(r.prompt_ids.shape[0], r.group_size, self.alg.micro_batch_size)
-
-        def run(model) -> torch.Tensor:
-            return torch.cat([
-                completion_logprobs(
-                    model, r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[c.rows],
-                    r.completion_mask[c.rows], c.group_size, **kw,
-                )[0]
-                for c in chunks
-            ])  # fmt: skip
-
-        if self.ref_model is not None:
-            return run(self.ref_model)
-        with self.policy.disable_adapter():
-            return run(self.policy)
+    step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy))
+    optimizer, scheduler = make_optimizer(cfg, policy, cfg.optimizer_steps)
+    start, position = 0, 0
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, policy, optimizer, scheduler)
+        start, position = state["step"], state["position"]
+        console(f"resumed from {ckpt} (step {start})")
+    stream = PromptStream(data.train, cfg.seed, position)
+    logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=start if ckpt else None)
+    names = cfg.rewards.labels()
+    deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
+    step = start
+    bar = progress_bar(cfg.max_steps, start, "grpo", enabled=progress)
+    try:
+        while step < cfg.max_steps:
+            t_step = time.perf_counter()
+            batch, ds_info = step_fn.collect(stream, step_generator(cfg.seed, step, device))
+            t_gen = time.perf_counter() - t_step
+            metrics = batch_metrics(batch, names)
+            metrics.update(ds_info)
+            metrics.update(step_fn.update(batch, optimizer, scheduler))
+            step += 1
+            metrics["step_time"] = time.perf_counter() - t_step
+            metrics["time/generate"] = t_gen
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            if step % cfg.logging_steps == 0 or step == cfg.max_steps or out_of_time:
+                logger.log(step, metrics)
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward']:.3f}", zero_std=f"{metrics['frac_reward_zero_std']:.2f}")
+            if step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time:
+                save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"position": stream.position},
+                                keep=cfg.keep_checkpoints)
+            if out_of_time:
+                console(f"\nstopping at step {step}: max_minutes={cfg.max_minutes} reached")
+                break
+    finally:
+        bar.close()
+        logger.close()
+    save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
+    if evaluate and data.evals:
+        console("evaluating the trained model ...")
+        after = evaluate_splits(policy, tokenizer, data, cfg, console)
+        write_json_atomic(run_dir / "eval_after.json", after)
+        before = json.loads(before_path.read_text()) if before_path.exists() else {}
+        write_json_atomic(run_dir / "summary.json", {"steps": step, "before": before, "after": after})
+    return run_dir
 
 
-def _as_list(x) -> list[int]:
-    if x is None:
-        return []
-    return list(x) if isinstance(x, (list, tuple)) else [int(x)]
-
-
-def _clip(model, max_norm: float | None) -> float:
-    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
-    if not params:
-        return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else math.inf)
-    return float(norm)
-
-
-def _select(batch: Batch, keep: torch.Tensor) -> Batch:
-    """Keep the groups where ``keep`` [P] is true."""
-    idx = keep.nonzero().flatten().tolist()
-    G = batch.rollout.group_size
-    rows = [p * G + g for p in idx for g in range(G)]
-    r = batch.rollout
-    return Batch(
-        examples=[batch.examples[i] for i in idx],
-        rollout=Rollout(
-            prompt_ids=r.prompt_ids[idx],
-            prompt_mask=r.prompt_mask[idx],
-            completion_ids=r.completion_ids[rows],
-            completion_mask=r.completion_mask[rows],
-            logprobs=r.logprobs[rows],
-            truncated=r.truncated[rows],
-            group_size=G,
-        ),
-        texts=[batch.texts[i] for i in rows],
-        rewards=batch.rewards[idx],
-        per_fn=batch.per_fn[idx],
-    )
-
-
-def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
-    extra = width - t.shape[1]
-    if extra <= 0:
-        return t
-    pad = torch.full((t.shape[0], extra), value, dtype=t.dtype, device=t.device)
-    return torch.cat([pad, t] if left else [t, pad], dim=1)
-
-
-def _concat(a: Batch, b: Batch, pad_id: int) -> Batch:
-    if not a.examples:
-        return b
-    if not b.examples:
-        return a
-    ra, rb = a.rollout, b.rollout
-    lp = max(ra.prompt_ids.shape[1], rb.prompt_ids.shape[1])
-    lc = max(ra.completion_ids.shape[1], rb.completion_ids.shape[1])
-    cat = lambda x, y: torch.cat([x, y], dim=0)  # noqa: E731
-    return Batch(
-        examples=a.examples + b.examples,
-        rollout=Rollout(
-            prompt_ids=cat(_pad_to(ra.prompt_ids, lp, pad_id, True), _pad_to(rb.prompt_ids, lp, pad_id, True)),
-            prompt_mask=cat(_pad_to(ra.prompt_mask, lp, 0, True), _pad_to(rb.prompt_mask, lp, 0, True)),
-            completion_ids=cat(
-                _pad_to(ra.completion_ids, lc, pad_id, False), _pad_to(rb.completion_ids, lc, pad_id, False)
-            ),
-            completion_mask=cat(_pad_to(ra.completion_mask, lc, 0, False), _pad_to(rb.completion_mask, lc, 0, False)),
-            logprobs=cat(_pad_to(ra.logprobs, lc, 0, False), _pad_to(rb.logprobs, lc, 0, False)),
-            truncated=cat(ra.truncated, rb.truncated),
-            group_size=ra.group_size,
-        ),
-        texts=a.texts + b.texts,
-        rewards=cat(a.rewards, b.rewards),
-        per_fn=cat(a.per_fn, b.per_fn),
-    )
-
-
-def batch_metrics(batch: Batch, reward_names: list[str], group_column: str) -> dict[str, Any]:
-    """TRL-named step metrics plus per-group reward means and the largest gap between groups."""
-    r = batch.rollout
-    out: dict[str, Any] = dict(group_stats(batch.rewards))
-    for k, name in enumerate(reward_names):
-        vals = batch.per_fn[..., k]
-        ok = ~torch.isnan(vals)
-        out[f"rewards/{name}/mean"] = float(vals[ok].mean()) if ok.any() else float("nan")
-    lengths = r.lengths.float()
-    out["completions/mean_length"] = float(lengths.mean())
-    out["completions/clipped_ratio"] = float(r.truncated.float().mean())
-    out["num_tokens"] = float(r.completion_mask.sum() + r.prompt_mask.sum() * r.group_size)
-    per_group: dict[str, list[float]] = {}
-    for e, row in zip(batch.examples, batch.rewards, strict=True):
-        key = str(e.row().get(group_column, e.group))
-        per_group.setdefault(key, []).extend(v for v in row.tolist() if not math.isnan(v))
-    means = {g: sum(v) / len(v) for g, v in per_group.items() if v}
-    for g, m in means.items():
-        out[f"group_reward/{g}"] = m
-    if len(means) >= 2:
-        out["group_reward_gap"] = max(means.values()) - min(means.values())
-    return out
-
-
-def make_reference(cfg: TrainConfig, policy):
-    """Frozen reference for the KL term: None with LoRA (adapter disabled) or when beta == 0."""
-    if cfg.algorithm.beta == 0 or cfg.model.lora is not None:
-        return None
-    ref = copy.deepcopy(policy).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
-
-
-def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    """Sampling RNG derived from (seed, step): a resumed run samples exactly what it would have."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed((seed * 1_000_003 + step * 7919) % (2**63 - 1))
-    return gen
-
-
-def output_dir(cfg: TrainConfig, out: str | None) -> Path:
-    return Path(out) if out else Path(cfg.output_dir) / cfg.run_name
+def resume_config(run_dir: str, overrides: list[str]) -> TrainConfig:
+    """The saved config of a run folder, with overrides (e.g. a larger max_steps)."""
+    return run_config(run_dir, overrides, TrainConfig)

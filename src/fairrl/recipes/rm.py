@@ -12,9 +12,13 @@ from pathlib import Path
 
 import torch
 
+from fairrl.config.preference import RMTrainConfig
+from fairrl.console import Console
 from fairrl.data.preferences import PreferencePair
+from fairrl.eval.preference import evaluate_learner
 from fairrl.losses.preference import bradley_terry_loss
 from fairrl.models.loading import LoraSettings
+from fairrl.models.policy import resolve_device
 from fairrl.models.reward_model import (
     RewardModel,
     build_reward_model,
@@ -23,9 +27,7 @@ from fairrl.models.reward_model import (
     save_reward_model,
     score_texts,
 )
-from fairrl.preference_config import RMTrainConfig
-from fairrl.recipes.preference import Console, finish_run, prepare_run, train_pairs
-from fairrl.recipes.train import resolve_device
+from fairrl.trainer.pairs import finish_run, prepare_run, train_pairs
 
 
 class RMLearner:
@@ -96,7 +98,7 @@ def run_rm(cfg: RMTrainConfig, out: str | None = None, resume: str | None = None
     steps = train_pairs(run, learner, console, progress=progress)
     seconds = time.perf_counter() - t0
     console(f"trained {steps} steps in {seconds:.0f}s; evaluating ...")
-    finish_run(run, learner, steps, seconds)
+    finish_run(run, learner, steps, seconds, evaluate_learner(learner, run.splits, cfg.n_boot, cfg.seed))
     report = write_preference_report(run.run_dir)
     console(report.read_text())
     console(f"run folder: {run.run_dir}  (report: {report})")

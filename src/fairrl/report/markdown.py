@@ -16,7 +16,7 @@ from typing import Any
 from fairrl.eval.fairness import group_summary
 from fairrl.trainer.logging import read_metrics
 
-Row = tuple[str, str]
+Row = tuple[str, str | tuple[str, ...]]  # (label, dotted path or tuple of keys)
 """(label, dotted path into a ``{split: results}`` dict)."""
 
 SPLIT_TITLES = {
@@ -49,9 +49,10 @@ TRAINING_KEYS = (
 REASONING_RETENTION_TARGET = 0.88
 
 
-def lookup(results: dict[str, Any], path: str) -> tuple[float | None, list[float] | None]:
-    """The number at a dotted path and its interval (``<name>_ci``), or None where absent."""
-    *parents, name = path.split(".")
+def lookup(results: dict[str, Any], path: str | tuple[str, ...]) -> tuple[float | None, list[float] | None]:
+    """The number at a dotted path (or a tuple of keys, for keys that hold dots, such as a reward
+    function named ``examples/rewards.py:fn``) and its interval (``<name>_ci``), or None where absent."""
+    *parents, name = path.split(".") if isinstance(path, str) else path
     node: Any = results
     for key in parents:
         if not isinstance(node, dict) or key not in node:
@@ -100,10 +101,22 @@ def reasoning_rows(split: str, result: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def reward_rows(split: str, result: dict[str, Any]) -> list[Row]:
+    """Mean weighted reward, each reward function's mean, and the reward per group."""
+    rows = [("mean reward (weighted sum)", f"{split}.reward")]
+    rows += [(f"mean of {name}", (split, "by_function", name, "mean")) for name in result.get("by_function", {})]
+    rows += [(f"reward, group {g}", f"{split}.by_group.{g}.reward") for g in result.get("by_group", {})]
+    if len(result.get("by_group", {})) >= 2:
+        rows.append(("largest gap between groups", f"{split}.group_fairness.gap"))
+    return rows
+
+
 def headline_rows(split: str, result: dict[str, Any]) -> list[Row]:
     """Rows for any evaluated split, chosen by the shape of its results."""
     if "overall" in result:
         return bbq_rows(split, generation=result.get("mode") == "generation")
+    if result.get("kind") == "rewards":
+        return reward_rows(split, result)
     return reasoning_rows(split, result)
 
 
@@ -175,7 +188,7 @@ def training_summary(metrics_path: Path, window: int = 10) -> str:
 def config_summary(config: dict[str, Any], steps: Any = None) -> str:
     """Lines naming the model, method, data mixture and rewards of a run config (absent keys left out)."""
     model, alg, data = config.get("model") or {}, config.get("algorithm") or {}, config.get("data") or {}
-    bbq, reasoning = data.get("bbq") or {}, data.get("reasoning") or {}
+    sources = data.get("sources") or [{"kind": k, **(data.get(k) or {})} for k in ("bbq", "reasoning") if data.get(k)]
     rewards = (config.get("rewards") or {}).get("functions") or []
     lines = []
     if model:
@@ -187,23 +200,26 @@ def config_summary(config: dict[str, Any], steps: Any = None) -> str:
         f"{alg.get('prompts_per_step')} prompts x {alg.get('num_generations')} completions per step"
         if "num_generations" in alg
         else None,
-        f"lr {alg['learning_rate']}" if "learning_rate" in alg else None,
+        f"lr {config.get('learning_rate', alg.get('learning_rate'))}"
+        if "learning_rate" in config or "learning_rate" in alg
+        else None,
         f"beta {alg['beta']}" if "beta" in alg else None,
         f"{steps} steps" if steps is not None else None,
         f"seed {config['seed']}" if "seed" in config else None,
     ]
     if any(method):
         lines.append("- method: " + ", ".join(m for m in method if m))
-    if bbq:
-        lines.append(
-            f"- BBQ training categories: {', '.join(bbq.get('categories') or []) or '–'}; "
-            f"held-out categories: {', '.join(bbq.get('heldout_categories') or []) or '–'}"
-        )
-    if reasoning or "ratio" in data:
-        lines.append(
-            f"- reasoning tasks: {', '.join(reasoning.get('tasks') or []) or '–'}; "
-            f"mixture ratio {data.get('ratio')}"
-        )
+    total = sum(float(src.get("weight", 1.0)) for src in sources) or 1.0
+    for src in sources:
+        share = f"{float(src.get('weight', 1.0)) / total:.0%} of the prompts"
+        if src.get("kind") == "bbq":
+            detail = (f"BBQ training categories {', '.join(src.get('categories') or []) or '–'}; held-out "
+                      f"categories {', '.join(src.get('heldout_categories') or []) or '–'}")  # fmt: skip
+        elif src.get("kind") == "reasoning":
+            detail = f"reasoning tasks {', '.join(src.get('tasks') or []) or '–'}"
+        else:
+            detail = f"{src.get('kind')} `{src.get('path') or src.get('source')}`"
+        lines.append(f"- data `{src.get('name') or src.get('kind')}`: {detail} ({share})")
     if rewards:
         lines.append("- rewards: " + ", ".join(f"{r.get('name')} x {r.get('weight')}" for r in rewards))
     return "\n".join(lines) or "(no run config)"
@@ -211,7 +227,9 @@ def config_summary(config: dict[str, Any], steps: Any = None) -> str:
 
 def caption(split: str, result: dict[str, Any]) -> str:
     """How a split was scored, e.g. ``option likelihood, 3 order rotations (n = 64)``."""
-    if "overall" not in result:
+    if result.get("kind") == "rewards":
+        how = "greedy generation, the run's reward functions"
+    elif "overall" not in result:
         how = "greedy generation, task verifier"
     elif result.get("mode") == "generation":
         how = "greedy generation, parsed replies"

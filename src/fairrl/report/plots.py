@@ -74,7 +74,7 @@ def plot_training_curves(metrics_jsonl: Path, out_png: Path, window: int = 5) ->
     rows = _rows(metrics_jsonl)
     fn_keys = sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})
     panels = [
-        ("reward", [("reward", "total")] + [(k, k.split("/")[1]) for k in fn_keys]),
+        ("reward", [("reward", "total")] + [(k, k.removeprefix("rewards/").removesuffix("/mean")) for k in fn_keys]),
         ("KL to the reference (k3)", [("kl", "kl")]),
         ("completion length (tokens)", [("completions/mean_length", "mean")]),
         ("groups with zero reward variance (share)", [("frac_reward_zero_std", "share")]),
@@ -131,21 +131,27 @@ def _bars(ax, before: dict[str, Any], after: dict[str, Any], bars: list[tuple[st
 
 
 def plot_before_after(summary: dict[str, Any], out_png: Path) -> Path:
-    """Accuracy (left) and BBQ bias scores (right) before vs after training, with 95% intervals."""
+    """Accuracy and BBQ bias scores before vs after training, with 95% intervals; a third panel with the
+    mean reward of held-out user prompts when the run has such splits."""
     before, after = summary.get("before", {}), summary.get("after", {})
     splits = list({**before, **after})
-    acc, bias = [], []
+    acc, bias, reward = [], [], []
     for split in splits:
         short = SHORT_TITLES.get(split, split)
         res = after.get(split) or before.get(split)
         if "overall" in res:
             acc += [(f"{short}\n{m}", f"{split}.{p}") for m, p in ACCURACY_METRICS]
             bias += [(f"{short}\n{m}", f"{split}.{p}") for m, p in BIAS_METRICS]
+        elif res.get("kind") == "rewards":
+            reward.append((f"{short}\nmean reward", f"{split}.reward"))
         else:
             acc.append((f"{short}\naccuracy", f"{split}.accuracy"))
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * (len(acc) + len(bias))), 5))
+    panels = 3 if reward else 2
+    fig, axes = plt.subplots(1, panels, figsize=(max(8, 0.9 * (len(acc) + len(bias) + len(reward))), 5))
     _bars(axes[0], before, after, acc, "accuracy")
     _bars(axes[1], before, after, bias, "BBQ bias score (0 = unbiased)")
     axes[0].set_ylim(0, 1.05)
     axes[1].set_ylim(-1.05, 1.05)
+    if reward:
+        _bars(axes[2], before, after, reward, "held-out reward (the run's reward functions)")
     return _save(fig, out_png)

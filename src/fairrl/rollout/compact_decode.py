@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fairrl.modelutil import unwrap_peft
+from fairrl.models.common import unwrap_peft
 from fairrl.rollout.skinny_linear import skinny_linear_t
 
 SUPPORTED = {"LlamaForCausalLM", "Qwen2ForCausalLM"}

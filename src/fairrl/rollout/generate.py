@@ -6,19 +6,23 @@ along the batch, and run a small decode loop of our own:
 
     cache_p = f(prompt_p)                    # P prefills instead of P * G
     cache   = repeat_interleave(cache_p, G)  # [P * G, ...]
-    o_t ~ softmax(logits_t / temperature) (top-p filtered), t = 1..max_new_tokens
+    o_t ~ softmax(filter(penalise(logits_t) / temperature)),  t = 1..max_new_tokens
 
-Rows that finished (emitted an end-of-sequence token) keep receiving the pad token and are masked
-out; the loop stops once every row has finished. ``temperature=0`` decodes greedily. The sampling-time log-probabilities (of the
-temperature-scaled, unfiltered distribution, as in the training loss) are returned, so that
-``pi_old`` needs no extra forward pass.
+with TRL's generation controls (``repetition_penalty``, ``top_k``, ``top_p``, ``min_p``) applied in the
+order of Hugging Face ``generate`` (:mod:`fairrl.rollout.sampling`). Rows that finished (emitted an
+end-of-sequence token) keep receiving the pad token and are masked out; the loop stops once every row
+has finished. ``temperature=0`` decodes greedily (the repetition penalty applies, the filters do not).
+
+The sampling-time log-probabilities are returned, so that ``pi_old`` needs no extra forward pass. They
+are those of the temperature-scaled, *unfiltered and unpenalised* distribution,
+``log_softmax(logits_t / temperature)`` (plain ``log_softmax(logits_t)`` when greedy), since that is
+what the training forward recomputes; the controls shape which tokens are drawn, not their log-probs.
 
 ``min_new_tokens`` forces a minimum length the way Hugging Face's ``MinNewTokensLengthLogitsProcessor``
 does: for the first ``min_new_tokens`` steps every end-of-sequence id gets probability 0 when sampling
 (its logit set to -inf), so ``min_new_tokens == max_new_tokens`` yields exactly that many tokens per row
-(what ``fairrl bench`` uses to give fairrl and TRL the same token counts). Like the top-p filter, the mask
-shapes only the sampling; the returned log-probs stay those of the unmasked distribution, which is what
-the training forward recomputes.
+(what ``fairrl bench`` uses to give fairrl and TRL the same token counts). Like the filters, the mask
+shapes only the sampling; the returned log-probs stay those of the unmasked distribution.
 """
 
 from __future__ import annotations
@@ -28,8 +32,16 @@ from dataclasses import dataclass
 
 import torch
 
+from fairrl.models.common import positions_from_mask
 from fairrl.rollout.compact_decode import compact_decoder
 from fairrl.rollout.kv_cache import growing_cache
+from fairrl.rollout.sampling import (
+    SamplingControls,
+    context_mask,
+    filter_scores,
+    mark_seen,
+    penalise_repeats,
+)
 from fairrl.rollout.skinny_linear import skinny_linears
 
 
@@ -65,22 +77,6 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that count only real tokens (left padding gets position 0)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability mass reaches ``top_p``."""
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    drop = probs.cumsum(-1) - probs > top_p  # tokens after the nucleus is full
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-
-
 def sample_categorical(
     probs: torch.Tensor, generator: torch.Generator | None = None, u: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -107,6 +103,35 @@ def _mask_ids(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return logits.index_fill(-1, ids, float("-inf"))
 
 
+def _next_tokens(
+    logits: torch.Tensor,
+    controls: SamplingControls,
+    seen: torch.Tensor | None,
+    banned: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose each row's next token; returns it [B] and the unfiltered, unpenalised log-probs [B, V].
+
+    ``seen`` [B, V]: the rows' context tokens (None when the penalty is off); ``banned``: token ids that
+    may not be drawn at this step (the end-of-sequence ids before ``min_new_tokens``).
+    """
+    z = logits.float()  # [B, V]
+    greedy = controls.temperature == 0
+    logp = torch.log_softmax(z if greedy else z / controls.temperature, dim=-1)  # [B, V]
+    if seen is None:
+        # log_softmax shifts each row of z / T by a constant, which the filters ignore (up to rounding);
+        # filtering the log-probs keeps the sampler without a penalty bit-for-bit what it was
+        scores = logp
+    else:
+        scores = penalise_repeats(z, seen, controls.repetition_penalty)
+        scores = scores if greedy else scores / controls.temperature
+    if banned is not None:
+        scores = _mask_ids(scores, banned)
+    if greedy:
+        return scores.argmax(-1), logp
+    return sample_categorical(filter_scores(scores, controls).softmax(-1), generator), logp
+
+
 def _forward_last(model, **kwargs):
     """Forward that asks for the last position's logits only, where the model supports it."""
     try:
@@ -127,6 +152,9 @@ def sample_groups(
     pad_token_id: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
     generator: torch.Generator | None = None,
     share_prompt: bool = True,
     min_new_tokens: int = 0,
@@ -134,6 +162,13 @@ def sample_groups(
     sync_every: int | None = None,
 ) -> Rollout:
     """Sample ``group_size`` completions for each left-padded prompt (see module docstring).
+
+    Generation controls, with TRL's ``GRPOConfig`` names and Hugging Face ``generate`` semantics
+    (:class:`fairrl.rollout.sampling.SamplingControls`): ``temperature`` (0 = greedy), ``top_p``
+    (1 = off), ``top_k`` (0 = off), ``min_p`` (0 = off) and ``repetition_penalty`` (1 = off; the context
+    is the row's prompt tokens and its tokens so far, padding excluded). The returned ``logprobs`` are
+    those of the temperature-scaled distribution *before* the penalty and the filters (what the training
+    forward recomputes), not of the distribution the tokens were drawn from.
 
     ``fast`` (default) decodes with an in-place KV cache (:mod:`fairrl.rollout.kv_cache`), the lean
     decode step of :mod:`fairrl.rollout.compact_decode` for Llama and Qwen2 models, and, on the CPU, the
@@ -146,18 +181,21 @@ def sample_groups(
         sync_every = SYNC_EVERY if prompt_ids.device.type == "cuda" else 1
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"min_new_tokens must lie in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+    controls = SamplingControls(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty
+    )
     kernels = skinny_linears(model) if fast and prompt_ids.device.type == "cpu" else nullcontext()
     with kernels:
         return _sample(
             model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
-            temperature, top_p, generator, share_prompt, min_new_tokens, sync_every,
+            controls, generator, share_prompt, min_new_tokens, sync_every,
             growing_cache(model, prompt_ids.shape[1] + max_new_tokens) if fast else None, fast,
         )  # fmt: skip
 
 
 def _sample(
     model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
-    temperature, top_p, generator, share_prompt, min_new_tokens, sync_every, cache, fast,
+    controls, generator, share_prompt, min_new_tokens, sync_every, cache, fast,
 ) -> Rollout:  # fmt: skip
     device = prompt_ids.device
     G = group_size
@@ -187,18 +225,16 @@ def _sample(
     n = mask.shape[0]
     eos = torch.tensor(eos_token_ids, device=device)
     finished = torch.zeros(n, dtype=torch.bool, device=device)
+    seen = None  # [P*G, V] context tokens of each row, kept only for the repetition penalty
+    if controls.penalised:
+        seen = context_mask(prompt_ids, prompt_mask, logits.shape[-1]).repeat_interleave(G, dim=0)
     decoder = None  # the lean decode step, built at the first decode step (it copies the layer weights)
     tokens, alive, logps = [], [], []
     for step in range(max_new_tokens):
-        no_eos = step < min_new_tokens
-        if temperature == 0:  # greedy decoding (evaluation)
-            logp = torch.log_softmax(logits.float(), dim=-1)  # [P*G, V]
-            tok = (_mask_ids(logp, eos) if no_eos else logp).argmax(-1)
-        else:
-            logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [P*G, V]
-            probs = _top_p_filter(_mask_ids(logp, eos) if no_eos else logp, top_p).softmax(-1)
-            tok = sample_categorical(probs, generator)  # [P*G]
-        tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)
+        tok, logp = _next_tokens(logits, controls, seen, eos if step < min_new_tokens else None, generator)
+        tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)  # [P*G]
+        if seen is not None:
+            mark_seen(seen, tok, ~finished)
         tokens.append(tok)
         alive.append(~finished)
         logps.append(torch.where(finished, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1)))

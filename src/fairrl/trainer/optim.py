@@ -1,4 +1,5 @@
-"""The optimiser every fairrl trainer uses: AdamW, fused where torch has a fused kernel.
+"""The optimiser every fairrl trainer uses: AdamW (fused where torch has a fused kernel), its
+learning-rate schedule, and gradient clipping.
 
 ``torch.optim.AdamW(fused=True)`` updates all parameters in one kernel per dtype/device group instead
 of a chain of per-tensor or multi-tensor ops; same algorithm (Loshchilov & Hutter: decoupled weight
@@ -10,7 +11,11 @@ one kind of device (CPU or CUDA); otherwise the default implementation is used.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from fairrl.config.common import RunConfig
 
 
 def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -23,3 +28,46 @@ def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
         and all(p.is_floating_point() for p in params)
     )
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def warmup_length(warmup_steps: int, warmup_ratio: float, total_steps: int) -> int:
+    """Warm-up optimiser steps: ``warmup_steps`` when > 0, else ceil(warmup_ratio * total) (transformers)."""
+    return warmup_steps if warmup_steps > 0 else math.ceil(warmup_ratio * total_steps)
+
+
+def lr_factor(kind: str, step: int, total_steps: int, warmup: int) -> float:
+    """Multiplier of the peak learning rate for optimiser step ``step`` (0-based).
+
+    Warm-up: (s + 1) / W for s < W (the first step already moves the weights; transformers' s / W starts
+    at 0). Then, with progress p = (s - W) / max(1, T - W):
+    ``constant`` 1; ``linear`` max(0, (T - s) / max(1, T - W)) (= 1 - p); ``cosine`` 0.5 (1 + cos(pi p)),
+p capped at 1.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    p = (step - warmup) / max(1, total_steps - warmup)
+    if kind == "constant":
+        return 1.0
+    if kind == "linear":
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0)))
+    raise ValueError(f"lr_scheduler_type must be constant, linear or cosine, got {kind!r}")
+
+
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module, total_steps: int):
+    """AdamW over the trainable parameters of ``model`` and its LambdaLR schedule over ``total_steps``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    warm = warmup_length(cfg.warmup_steps, cfg.warmup_ratio, total_steps)
+    kind = cfg.lr_scheduler_type
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(kind, s, total_steps, warm))
+    return optimizer, scheduler
+
+
+def clip_gradients(params, max_norm: float | None) -> float:
+    """Clip the total gradient norm of ``params`` to ``max_norm`` (None = no clipping); returns the norm."""
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else math.inf))

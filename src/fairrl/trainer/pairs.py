@@ -20,15 +20,15 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from tqdm.auto import tqdm
 
-from fairrl.config import dump_config
+from fairrl.config.preference import PreferenceDataConfig, _PreferenceRun
+from fairrl.console import Console, progress_bar
 from fairrl.data.preferences import (
     PreferencePair,
     PreferenceSplits,
@@ -37,15 +37,12 @@ from fairrl.data.preferences import (
     split_pairs,
 )
 from fairrl.errors import ConfigError, FairRLError
-from fairrl.eval.preference import preference_metrics, source_accuracy
-from fairrl.fsutil import atomic_directory, write_json_atomic, write_text_atomic
+from fairrl.fsutil import atomic_directory, write_json_atomic
 from fairrl.losses.fairness import FairnessSettings, fair_preference_loss
-from fairrl.preference_config import PreferenceDataConfig, _PreferenceRun
 from fairrl.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fairrl.trainer.logging import MetricsLogger
-from fairrl.trainer.optim import adamw
-
-Console = Callable[[str], None]
+from fairrl.trainer.optim import clip_gradients, make_optimizer
+from fairrl.trainer.run import output_dir, start_run
 
 
 class PairLearner(Protocol):
@@ -98,20 +95,6 @@ def total_steps(cfg: _PreferenceRun, n_train: int) -> int:
     return max(1, math.ceil(cfg.num_train_epochs * math.ceil(n_train / cfg.per_device_train_batch_size)))
 
 
-def make_optimizer(cfg: _PreferenceRun, model: torch.nn.Module, steps: int):
-    """AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0 (TRL's default)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)  # type: ignore[attr-defined]
-    warm = math.ceil(cfg.warmup_ratio * steps)
-
-    def factor(s: int) -> float:
-        if s < warm:
-            return (s + 1) / warm
-        return max(0.0, (steps - s) / max(1, steps - warm))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def train_step(learner: PairLearner, pairs: Sequence[PreferencePair], settings: FairnessSettings,
                optimizer, scheduler, max_grad_norm: float | None) -> dict[str, float]:  # fmt: skip
     """One update on a batch; returns the loss and its parts (TRL-style names)."""
@@ -123,27 +106,13 @@ def train_step(learner: PairLearner, pairs: Sequence[PreferencePair], settings: 
     loss = loss + aux
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
+    grad_norm = clip_gradients([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
     optimizer.step()
     scheduler.step()
     return {
-        "loss": loss.item(), "aux_loss": float(aux), "grad_norm": grad_norm.item(),
+        "loss": loss.item(), "aux_loss": float(aux), "grad_norm": grad_norm,
         "learning_rate": scheduler.get_last_lr()[0], **stats,
     }  # fmt: skip
-
-
-def evaluate_learner(
-    learner: PairLearner, splits: PreferenceSplits, n_boot: int, seed: int
-) -> dict[str, Any]:
-    """Per-group preference metrics of the eval (trained groups) and held-out (unseen groups) splits."""
-    out: dict[str, Any] = {}
-    for name, pairs in (("eval", splits.eval), ("heldout", splits.heldout)):
-        if pairs:
-            margins = learner.eval_margins(pairs)
-            out[name] = preference_metrics(margins, [p.group for p in pairs], n_boot=n_boot, seed=seed)
-            out[name]["by_source"] = source_accuracy(margins, [p.source for p in pairs])
-    return out
 
 
 @dataclass
@@ -160,9 +129,7 @@ class PreferenceRun:
 def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | None,
                 console: Console) -> PreferenceRun:  # fmt: skip
     """Resolve the run folder, save the config, build and describe the data."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = Path(resume) if resume else Path(out) if out else Path(cfg.output_dir) / cfg.run_name  # type: ignore[attr-defined]
+    run_dir = Path(resume) if resume else output_dir(cfg, out)
     if resume and latest_checkpoint(run_dir) is None:
         raise ConfigError(f"--resume {resume}: no checkpoint found under {run_dir / 'checkpoints'}")
     if not resume and (latest_checkpoint(run_dir) is not None or (run_dir / "results.json").exists()):
@@ -170,11 +137,7 @@ def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | N
             f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out "
             "(or delete the folder) to start over"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    console("resolved config:\n" + dump_config(cfg))
-    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    start_run(cfg, run_dir, console)
     splits = load_pairs(cfg.data, cfg.seed)
     counts = {name: group_counts(getattr(splits, name)) for name in ("train", "eval", "heldout")}
     write_json_atomic(run_dir / "data.json", counts)
@@ -198,7 +161,7 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
     deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
     learner.model.train()
     step, window, t_window = start, 0, time.perf_counter()
-    bar = tqdm(total=steps, initial=start, desc=run.kind, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(steps, start, run.kind, enabled=progress)
     try:
         while step < steps:
             batch = batch_at(run.splits.train, step, cfg.per_device_train_batch_size, cfg.seed)
@@ -228,8 +191,9 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
 
 
 def finish_run(run: PreferenceRun, learner: PairLearner, steps: int, seconds: float,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Save the final model, evaluate per group and write ``results.json``; returns the results."""
+               evaluation: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Save the final model and write ``results.json`` with ``evaluation`` (per-group metrics, computed by
+    the recipe with :func:`fairrl.eval.preference.evaluate_learner`); returns the results."""
     with atomic_directory(run.run_dir / "final") as tmp:
         learner.save(tmp)
     results = {
@@ -240,8 +204,7 @@ def finish_run(run: PreferenceRun, learner: PairLearner, steps: int, seconds: fl
         "steps": steps,
         "train_seconds": seconds,
         "n_train": len(run.splits.train),
-        **(extra or {}),
-        **evaluate_learner(learner, run.splits, run.cfg.n_boot, run.cfg.seed),
+        **evaluation,
     }
     write_json_atomic(run.run_dir / "results.json", results)
     return results

@@ -1,21 +1,23 @@
 """Typed configs of the preference-learning runs: reward-model training and DPO.
 
 Names follow TRL's ``RewardConfig`` / ``DPOConfig`` where the meaning is the same
-(``num_train_epochs``, ``per_device_train_batch_size``, ``learning_rate``, ``max_length``,
-``max_prompt_length``, ``beta``, ``label_smoothing``, ``center_rewards_coefficient``).
+(``num_train_epochs``, ``per_device_train_batch_size``, ``max_length``, ``max_prompt_length``, ``beta``,
+``label_smoothing``, ``center_rewards_coefficient``); the run and optimiser keys (``learning_rate``,
+``lr_scheduler_type``, ``warmup_ratio``, ...) are the shared ones of :class:`fairrl.config.common.RunConfig`.
 Both runs read the same :class:`PreferenceDataConfig` and :class:`FairnessConfig`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from fairrl.config import LoraConfig, ModelConfig, _Strict
+from fairrl.config.base import Strict
+from fairrl.config.common import LoraConfig, ModelConfig, RunConfig
 
 
-class PreferenceDataConfig(_Strict):
+class PreferenceDataConfig(Strict):
     sources: list[str] = Field(default_factory=lambda: ["stereoset", "crows_pairs", "bbq"])
     """Built-in pair sets (stereoset, crows_pairs, bbq) and/or local .jsonl/.json/.csv files or hub ids
     of chosen/rejected preference data (e.g. HH-RLHF, BiasDPO)."""
@@ -47,7 +49,7 @@ class PreferenceDataConfig(_Strict):
         return self
 
 
-class FairnessConfig(_Strict):
+class FairnessConfig(Strict):
     kind: Literal["none", "regularizer", "coefficient", "coefficient_paper"] = "none"
     """none = Bradley-Terry / DPO; regularizer = FR (L - alpha f); coefficient = FC (L f^-gamma, raises
     fairness); coefficient_paper = FC as written in the paper (L f^gamma, lowers fairness)."""
@@ -65,44 +67,32 @@ class FairnessConfig(_Strict):
         return self
 
 
-class _PreferenceRun(_Strict):
-    output_dir: str = "runs"
-    """Parent folder of runs."""
-    seed: int = 0
-    """Seed for data split, order and initialisation."""
-    num_train_epochs: float = Field(1.0, gt=0.0)
+class _PreferenceRun(RunConfig):
+    """A step is one mini-batch of ``per_device_train_batch_size`` pairs (one optimiser step)."""
+
+    num_train_epochs: float = Field(1.0, gt=0.0, allow_inf_nan=False)
     """Passes over the training pairs."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimiser steps (overrides num_train_epochs)."""
-    max_minutes: float | None = Field(None, gt=0)
-    """Stop training after this many minutes (a checkpoint is written); null = no limit."""
     per_device_train_batch_size: int = Field(16, ge=1)
     """Pairs per optimiser step; the fairness objectives act on this mini-batch."""
     eval_batch_size: int = Field(64, ge=1)
     """Pairs per forward pass in evaluation."""
-    weight_decay: float = Field(0.0, ge=0.0)
-    """AdamW weight decay."""
+    lr_scheduler_type: Literal["constant", "linear", "cosine"] = "linear"
+    """Learning-rate schedule after warm-up (TRL's default: linear decay to 0)."""
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
-    """Share of steps with a linear learning-rate warm-up."""
-    max_grad_norm: float | None = Field(1.0, gt=0.0)
-    """Gradient clipping norm (null = off)."""
+    """Share of the optimiser steps with a linear warm-up (used when warmup_steps is 0)."""
     save_steps: int = Field(50, ge=1)
     """Checkpoint every N steps (and at the end)."""
-    keep_checkpoints: int = Field(2, ge=1)
-    """Checkpoints kept on disk."""
     logging_steps: int = Field(5, ge=1)
-    """Metrics line every N steps."""
-    tensorboard: bool = True
-    """Write TensorBoard event files beside metrics.jsonl."""
-    threads: int | None = Field(None, ge=1)
-    """torch CPU threads (null = torch default)."""
+    """A metrics row every N steps, and at the last step."""
     n_boot: int = Field(1000, ge=1)
     """Bootstrap resamples for the 95% intervals of the evaluation."""
     data: PreferenceDataConfig = Field(default_factory=PreferenceDataConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
 
 
-class RewardModelConfig(_Strict):
+class RewardModelConfig(Strict):
     name_or_path: str = "minilm"
     """Backbone: ``minilm`` (packaged all-MiniLM-L6-v2), a built-in causal LM name, a folder or hub id."""
     pooling: Literal["auto", "mean", "last", "cls"] = "auto"
@@ -120,10 +110,12 @@ class RewardModelConfig(_Strict):
 
 
 class RMTrainConfig(_PreferenceRun):
+    config_kind: ClassVar[str] = "rm"
+
     run_name: str = "rm"
     """Name of the run folder under output_dir."""
     model: RewardModelConfig = Field(default_factory=RewardModelConfig)
-    learning_rate: float = Field(3e-5, gt=0.0)
+    learning_rate: float = Field(3e-5, gt=0.0, allow_inf_nan=False)
     """AdamW learning rate."""
     max_length: int = Field(128, ge=8)
     """Tokens of prompt + response fed to the reward model (longer inputs are truncated)."""
@@ -132,11 +124,13 @@ class RMTrainConfig(_PreferenceRun):
 
 
 class DPOTrainConfig(_PreferenceRun):
+    config_kind: ClassVar[str] = "dpo"
+
     run_name: str = "dpo"
     """Name of the run folder under output_dir."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     """Policy (causal LM); with LoRA the reference is the same model with the adapter disabled."""
-    learning_rate: float = Field(5e-6, gt=0.0)
+    learning_rate: float = Field(5e-6, gt=0.0, allow_inf_nan=False)
     """AdamW learning rate."""
     per_device_train_batch_size: int = Field(8, ge=1)
     """Pairs per optimiser step; the fairness objectives act on this mini-batch."""

@@ -1,0 +1,183 @@
+"""Typed config of a GRPO-family run (``fairrl train``): YAML in, validated pydantic models out.
+
+Names follow TRL's ``GRPOConfig`` where the meaning is the same (``num_generations``, ``beta``,
+``epsilon``, ``epsilon_high``, ``loss_type``, ``scale_rewards``, ``multi_objective_aggregation``,
+``importance_sampling_level``, ``num_iterations``, ``mask_truncated_completions``, ``temperature``,
+``top_p``, ``top_k``, ``min_p``, ``repetition_penalty``); the optimiser and run keys are the shared ones
+of :class:`fairrl.config.common.RunConfig` (``learning_rate``, ``lr_scheduler_type``, ...).
+
+Batch-size semantics, defined once: one step samples ``prompts_per_step`` prompts x
+``num_generations`` completions each and takes ``num_iterations`` optimiser steps on that batch, so a
+run of ``max_steps`` steps takes ``max_steps * num_iterations`` optimiser steps (the unit of the
+learning-rate schedule and warm-up); ``micro_batch_size`` only splits each optimiser step into
+gradient-accumulation passes with exactly the same loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from fairrl.config.base import Strict
+from fairrl.config.common import ModelConfig, RunConfig
+from fairrl.config.data import DataConfig
+
+
+def keeps_groups(size: int, group_size: int) -> bool:
+    """Whether micro-batches of ``size`` completions keep groups whole or slice one group evenly."""
+    return size >= 1 and (group_size % size == 0 or size % group_size == 0)
+
+
+class RewardSpec(Strict):
+    name: str
+    """Built-in reward name or a dotted path ``package.module:function`` to a TRL-style reward function."""
+    weight: float = Field(1.0, allow_inf_nan=False)
+    """Weight in the combination."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword options of a configurable reward, e.g. bias_rm: {model: runs/bias_rm}; a user function
+    receives them as keyword arguments on every call."""
+
+
+class AlgorithmConfig(Strict):
+    advantage_estimator: Literal["grpo", "dr_grpo", "rloo", "ngrpo", "unlikeliness"] = "grpo"
+    """How rewards become advantages (see fairrl.advantages)."""
+    num_generations: int = Field(8, ge=2)
+    """Completions per prompt (G); at least 2, since a group of one has no baseline."""
+    prompts_per_step: int = Field(4, ge=1)
+    """Prompts per optimiser batch (P); a batch holds P x G completions."""
+    max_prompt_length: int = Field(512, ge=8)
+    """Prompts longer than this (in tokens) are truncated from the left."""
+    max_completion_length: int = Field(32, ge=1)
+    """Maximum new tokens per completion."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature (also applied to training log-probs, as TRL does)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling threshold."""
+    top_k: int = Field(0, ge=0)
+    """Sample among the k most likely tokens only (0 = off)."""
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    """Drop tokens less likely than min_p times the most likely one (0 = off)."""
+    repetition_penalty: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    """Penalise tokens already in the prompt or completion (transformers' definition; 1 = off)."""
+    beta: float = Field(0.0, ge=0.0)
+    """KL coefficient (k3 estimator, added to the loss); 0 skips the reference model."""
+    epsilon: float = Field(0.2, gt=0.0)
+    """Lower clipping range (1 - epsilon)."""
+    epsilon_high: float | None = Field(None, gt=0.0)
+    """Upper clipping range (1 + epsilon_high); null = epsilon. DAPO's clip-higher uses 0.28."""
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
+    """Loss aggregation: per-sequence mean (grpo), token mean (bnpo/dapo), constant normaliser (dr_grpo)."""
+    delta: float | None = Field(None, gt=1.0)
+    """Upper bound on the unclipped ratio (TRL's two-sided clipping); null = off."""
+    virtual_reward: float = Field(1.0, allow_inf_nan=False)
+    """NGRPO: reward of the virtual sample, i.e. the highest reward a completion can earn."""
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    """Token ratios (GRPO) or one sequence ratio (GSPO)."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Divide centred rewards by the group std, the batch std, or nothing."""
+    multi_objective_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    """Combine several rewards before (default) or after per-group normalisation (GDPO)."""
+    num_iterations: int = Field(1, ge=1)
+    """Optimiser updates per generated batch (pi_old = the sampling policy)."""
+    mask_truncated_completions: bool = False
+    """Exclude completions that hit max_completion_length from the loss."""
+    dynamic_sampling: bool = False
+    """DAPO: drop zero-variance groups and refill the batch with new prompts."""
+    max_resample_rounds: int = Field(3, ge=0)
+    """Cap on refill rounds per step for dynamic sampling."""
+    overlong_buffer: int | None = Field(None, ge=1)
+    """DAPO overlong shaping window L_c in tokens (null = off)."""
+    overlong_penalty: float = Field(1.0, ge=0.0)
+    """Scale of the overlong penalty added to the reward."""
+    group_balance: bool = False
+    """Scale advantages by inverse group frequency in the batch so every group (each source's
+    ``group_column``) counts equally (a FairGRPO-style project extension)."""
+    share_prompt: bool = True
+    """Encode each prompt once per group in generation and training (exact; off = plain padded path)."""
+    micro_batch_size: int | None = Field(None, ge=1)
+    """Completions per forward/backward pass; gradients accumulate over the P x G completions of a step
+    (exact, any loss_type). Must divide num_generations or be a multiple of it; null = all at once."""
+
+
+class RewardsConfig(Strict):
+    functions: list[RewardSpec] = Field(
+        default_factory=lambda: [
+            RewardSpec(name="bbq_correct"),
+            RewardSpec(name="bbq_antibias", weight=0.5),
+            RewardSpec(name="bbq_overcaution", weight=1.0),
+            RewardSpec(name="bbq_format", weight=0.2),
+            RewardSpec(name="reasoning_exact"),
+        ]
+    )
+    """Reward functions and weights."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """A reward function that raises or returns NaN stops the run (raise) or drops that sample's value (skip)."""
+
+    def labels(self) -> list[str]:
+        """One short, unique label per function, for metric keys (``rewards/<label>/mean``) and reports.
+
+        A built-in keeps its name; ``examples/rewards.py:neutral_language`` and ``pkg.mod:fn`` become
+        ``neutral_language`` and ``fn``. Labels that would repeat (one function twice with different
+        options, or two files with the same function name) get ``_2``, ``_3``, ... in order.
+        """
+        out: list[str] = []
+        for spec in self.functions:
+            base = spec.name.rsplit(":", 1)[-1]
+            label, k = base, 1
+            while label in out:
+                k += 1
+                label = f"{base}_{k}"
+            out.append(label)
+        return out
+
+
+class EvalConfig(Strict):
+    bbq_items_per_condition: int = Field(60, ge=0)
+    """Held-out BBQ items per (split, context condition) evaluated before and after."""
+    mode: Literal["likelihood", "generation"] = "likelihood"
+    """BBQ scoring: option likelihood (default) or generate-then-parse."""
+    permutations: int = Field(3, ge=1, le=3)
+    """Option-order rotations averaged in likelihood mode."""
+    reasoning_items: int = Field(40, ge=0)
+    """Held-out reasoning items."""
+    batch_size: int = Field(8, ge=1)
+    """Evaluation batch size."""
+    generation_check: bool = True
+    """Also greedy-decode the held-out BBQ items and report parsed accuracy (generation mode)."""
+
+
+class TrainConfig(RunConfig):
+    run_name: str = "grpo"
+    """Name of the run folder under output_dir."""
+    max_steps: int = Field(40, ge=1)
+    """Generated batches (each followed by num_iterations optimiser steps)."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "algorithm.learning_rate": "learning_rate",
+        "algorithm.weight_decay": "weight_decay",
+        "algorithm.warmup_steps": "warmup_steps",
+        "algorithm.max_grad_norm": "max_grad_norm",
+    }
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TrainConfig:
+        if not self.rewards.functions:
+            raise ValueError("rewards.functions is empty: name at least one reward function")
+        m, G = self.algorithm.micro_batch_size, self.algorithm.num_generations
+        if m is not None and not keeps_groups(m, G):
+            raise ValueError(
+                f"algorithm.micro_batch_size={m} must divide num_generations={G} or be a multiple of it "
+                "(a micro-batch holds part of one prompt's group or whole groups)"
+            )
+        return self
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Optimiser steps of the whole run (the unit of the learning-rate schedule)."""
+        return self.max_steps * self.algorithm.num_iterations

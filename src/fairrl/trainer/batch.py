@@ -1,0 +1,80 @@
+"""A scored rollout (P prompts x G completions with their rewards) and the group-level edits on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fairrl.data.records import Example
+from fairrl.rollout.generate import Rollout
+
+
+@dataclass
+class Batch:
+    """A scored rollout: P prompts x G completions."""
+
+    examples: list[Example]  # [P]
+    rollout: Rollout
+    texts: list[str]  # [P*G]
+    rewards: torch.Tensor  # [P, G] combined (+ shaping)
+    per_fn: torch.Tensor  # [P, G, K] raw, NaN = not applicable
+
+
+def select_groups(batch: Batch, keep: torch.Tensor) -> Batch:
+    """Keep the groups where ``keep`` [P] is true."""
+    idx = keep.nonzero().flatten().tolist()
+    G = batch.rollout.group_size
+    rows = [p * G + g for p in idx for g in range(G)]
+    r = batch.rollout
+    return Batch(
+        examples=[batch.examples[i] for i in idx],
+        rollout=Rollout(
+            prompt_ids=r.prompt_ids[idx],
+            prompt_mask=r.prompt_mask[idx],
+            completion_ids=r.completion_ids[rows],
+            completion_mask=r.completion_mask[rows],
+            logprobs=r.logprobs[rows],
+            truncated=r.truncated[rows],
+            group_size=G,
+        ),
+        texts=[batch.texts[i] for i in rows],
+        rewards=batch.rewards[idx],
+        per_fn=batch.per_fn[idx],
+    )
+
+
+def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+    extra = width - t.shape[1]
+    if extra <= 0:
+        return t
+    pad = torch.full((t.shape[0], extra), value, dtype=t.dtype, device=t.device)
+    return torch.cat([pad, t] if left else [t, pad], dim=1)
+
+
+def concat_batches(a: Batch, b: Batch, pad_id: int) -> Batch:
+    if not a.examples:
+        return b
+    if not b.examples:
+        return a
+    ra, rb = a.rollout, b.rollout
+    lp = max(ra.prompt_ids.shape[1], rb.prompt_ids.shape[1])
+    lc = max(ra.completion_ids.shape[1], rb.completion_ids.shape[1])
+    cat = lambda x, y: torch.cat([x, y], dim=0)  # noqa: E731
+    return Batch(
+        examples=a.examples + b.examples,
+        rollout=Rollout(
+            prompt_ids=cat(_pad_to(ra.prompt_ids, lp, pad_id, True), _pad_to(rb.prompt_ids, lp, pad_id, True)),
+            prompt_mask=cat(_pad_to(ra.prompt_mask, lp, 0, True), _pad_to(rb.prompt_mask, lp, 0, True)),
+            completion_ids=cat(
+                _pad_to(ra.completion_ids, lc, pad_id, False), _pad_to(rb.completion_ids, lc, pad_id, False)
+            ),
+            completion_mask=cat(_pad_to(ra.completion_mask, lc, 0, False), _pad_to(rb.completion_mask, lc, 0, False)),
+            logprobs=cat(_pad_to(ra.logprobs, lc, 0, False), _pad_to(rb.logprobs, lc, 0, False)),
+            truncated=cat(ra.truncated, rb.truncated),
+            group_size=ra.group_size,
+        ),
+        texts=a.texts + b.texts,
+        rewards=cat(a.rewards, b.rewards),
+        per_fn=cat(a.per_fn, b.per_fn),
+    )

@@ -1,0 +1,251 @@
+"""GRPO-family training loop: data -> rollout -> rewards -> advantages -> loss -> update.
+
+One step:
+1. take P prompts from the mixture stream (position saved in checkpoints);
+2. sample G completions each, prefilling each prompt once (``fairrl.rollout``);
+3. score them with the reward functions (TRL contract), combine (``multi_objective_aggregation``),
+   optionally add DAPO's overlong penalty;
+4. with ``dynamic_sampling``, drop zero-variance groups and refill from the stream, capped
+   (:mod:`fairrl.trainer.dynamic_sampling`);
+5. turn rewards into advantages with the configured estimator;
+6. take ``num_iterations`` optimiser steps on the clipped surrogate (+ beta * k3 KL).
+
+Deviations from TRL's GRPOTrainer, on purpose:
+- pi_old for ``num_iterations > 1`` is the sampler's own log-probs (same temperature, no extra
+  forward); for ``num_iterations == 1`` it is ``logp.detach()``, as in TRL.
+- The LoRA reference model is the adapter-disabled policy (no copy); full fine-tuning keeps a frozen copy
+  only when ``beta > 0``.
+- Per-group metrics (``group_reward/<group>``, ``group_reward_gap``) are logged with the other step metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+
+from fairrl.advantages import ESTIMATORS, combine_rewards, group_stats
+from fairrl.advantages.shaping import group_balance_weights, overlong_penalty
+from fairrl.config.grpo import TrainConfig
+from fairrl.data.records import Example, rows_to_columns
+from fairrl.data.stream import PromptStream
+from fairrl.losses import part_share, policy_loss
+from fairrl.models.logprobs import completion_logprobs
+from fairrl.rewards import evaluate_rewards, get_reward
+from fairrl.rollout.generate import Rollout, left_pad, sample_groups
+from fairrl.trainer.batch import Batch
+from fairrl.trainer.dynamic_sampling import dynamic_sampling
+from fairrl.trainer.microbatch import micro_batches
+from fairrl.trainer.optim import clip_gradients
+
+
+class PromptEncoder:
+    """Chat-template rendering and tokenisation, cached per prompt id."""
+
+    def __init__(self, tokenizer, max_prompt_length: int):
+        self.tokenizer = tokenizer
+        self.max_len = max_prompt_length
+        self._cache: dict[str, list[int]] = {}
+
+    def __call__(self, example: Example) -> list[int]:
+        ids = self._cache.get(example.prompt_id)
+        if ids is None:
+            text = self.tokenizer.apply_chat_template(example.prompt, add_generation_prompt=True, tokenize=False)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][-self.max_len :]
+            self._cache[example.prompt_id] = ids
+        return ids
+
+
+class GRPOStep:
+    """Everything one GRPO step needs, built once per run."""
+
+    def __init__(self, cfg: TrainConfig, policy, tokenizer, device: torch.device, ref_model=None):
+        self.cfg = cfg
+        self.alg = cfg.algorithm
+        self.policy = policy
+        self.ref_model = ref_model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.encode = PromptEncoder(tokenizer, self.alg.max_prompt_length)
+        self.reward_fns = {
+            label: get_reward(spec.name, spec.options)
+            for label, spec in zip(cfg.rewards.labels(), cfg.rewards.functions, strict=True)
+        }
+        self.reward_weights = [spec.weight for spec in cfg.rewards.functions]
+        eos = tokenizer.eos_token_id
+        self.eos_ids = sorted({eos} | set(_as_list(getattr(policy.generation_config, "eos_token_id", None))))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+
+    # -- rollout and rewards -------------------------------------------------------------
+    def rollout(self, examples: list[Example], generator: torch.Generator) -> Batch:
+        ids, mask = left_pad([self.encode(e) for e in examples], self.pad_id)
+        self.policy.eval()
+        r = sample_groups(
+            self.policy,
+            ids.to(self.device),
+            mask.to(self.device),
+            group_size=self.alg.num_generations,
+            max_new_tokens=self.alg.max_completion_length,
+            eos_token_ids=self.eos_ids,
+            pad_token_id=self.pad_id,
+            temperature=self.alg.temperature,
+            top_p=self.alg.top_p,
+            top_k=self.alg.top_k,
+            min_p=self.alg.min_p,
+            repetition_penalty=self.alg.repetition_penalty,
+            generator=generator,
+            share_prompt=self.alg.share_prompt,
+        )
+        texts = self.tokenizer.batch_decode(r.completion_ids.cpu(), skip_special_tokens=True)
+        per_fn = self.score(examples, texts)  # [P*G, K]
+        G = self.alg.num_generations
+        per_fn = per_fn.view(len(examples), G, -1)
+        rewards = combine_rewards(per_fn, self.reward_weights, self.alg.multi_objective_aggregation)
+        if self.alg.overlong_buffer:
+            pen = overlong_penalty(r.lengths.cpu(), self.alg.max_completion_length, self.alg.overlong_buffer)
+            rewards = rewards + self.alg.overlong_penalty * pen.view_as(rewards)
+        return Batch(examples=examples, rollout=r, texts=texts, rewards=rewards, per_fn=per_fn)
+
+    def score(self, examples: list[Example], texts: list[str]) -> torch.Tensor:
+        G = self.alg.num_generations
+        rows = [e.row() for e in examples for _ in range(G)]
+        columns = rows_to_columns(rows)
+        prompts = columns.pop("prompt")
+        completions = [[{"role": "assistant", "content": t}] for t in texts]
+        return evaluate_rewards(self.reward_fns, prompts, completions, columns, on_error=self.cfg.rewards.on_error)
+
+    def collect(self, stream: PromptStream, generator: torch.Generator) -> tuple[Batch, dict[str, float]]:
+        """Sample a batch of P prompts; with DAPO dynamic sampling, refill zero-variance groups (capped)."""
+        P = self.alg.prompts_per_step
+        batch = self.rollout(stream.take(P), generator)
+        if not self.alg.dynamic_sampling:
+            return batch, {"dynamic_sampling/rounds": 0.0, "dynamic_sampling/dropped": 0.0}
+        refill = lambda n: self.rollout(stream.take(n), generator)  # noqa: E731
+        return dynamic_sampling(batch, refill, P, self.alg.max_resample_rounds, self.pad_id)
+
+    # -- update --------------------------------------------------------------------------
+    def update(self, batch: Batch, optimizer, scheduler) -> dict[str, float]:
+        alg, r = self.alg, batch.rollout
+        G = alg.num_generations
+        seq_logprobs = (r.logprobs.sum(-1) / r.lengths.clamp(min=1)).view(-1, G).cpu()
+        adv = ESTIMATORS[alg.advantage_estimator](
+            batch.rewards, scale_rewards=alg.scale_rewards, seq_logprobs=seq_logprobs,
+            virtual_reward=alg.virtual_reward,
+        )  # [P, G]
+        if alg.group_balance:  # each demographic group weighs the same, however often it was drawn
+            groups = [e.group for e in batch.examples]
+            adv = adv * group_balance_weights(groups)[:, None]  # [P, G]
+        adv = adv.reshape(-1).to(self.device)  # [P*G]
+        mask = r.completion_mask.float()
+        if alg.mask_truncated_completions:
+            mask = mask * (~r.truncated).float()[:, None]
+        ref_logp = self.reference_logprobs(r) if alg.beta > 0 else None
+        chunks = micro_batches(len(batch.examples), G, alg.micro_batch_size)
+        total_tokens = float(mask.sum())
+        self.policy.train()
+        stats: dict[str, float] = {}
+        for it in range(alg.num_iterations):
+            optimizer.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for c in chunks:
+                rows = c.rows
+                logp, entropy = completion_logprobs(
+                    self.policy, r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[rows],
+                    r.completion_mask[rows], c.group_size, temperature=alg.temperature,
+                    share_prompt=alg.share_prompt, with_entropy=(it == 0),
+                )  # fmt: skip
+                old = logp.detach() if alg.num_iterations == 1 else r.logprobs[rows]
+                loss, loss_stats = policy_loss(
+                    logp, old, adv[rows], mask[rows],
+                    loss_type=alg.loss_type, epsilon=alg.epsilon, epsilon_high=alg.epsilon_high,
+                    importance_sampling_level=alg.importance_sampling_level,
+                    max_completion_length=alg.max_completion_length,
+                    ref_logp=None if ref_logp is None else ref_logp[rows], beta=alg.beta, delta=alg.delta,
+                )  # fmt: skip
+                tokens = float(mask[rows].sum())
+                weight = part_share(alg.loss_type, logp.shape[0], adv.shape[0], tokens, total_tokens)
+                (loss * weight).backward()
+                share = tokens / max(total_tokens, 1.0)  # token-weighted mean of the per-batch statistics
+                sums["loss"] = sums.get("loss", 0.0) + weight * float(loss.detach())
+                for k, v in loss_stats.items():
+                    sums[k] = sums.get(k, 0.0) + share * float(v)
+                if entropy is not None:
+                    sums["entropy"] = sums.get("entropy", 0.0) + share * float(entropy)
+            grad_norm = clip_gradients(self.policy.parameters(), self.cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if it > 0:
+                sums.pop("entropy", None)
+            stats.update(sums)
+            stats["grad_norm"] = grad_norm
+        stats["learning_rate"] = scheduler.get_last_lr()[0]
+        self.policy.eval()
+        return stats
+
+    @torch.no_grad()
+    def reference_logprobs(self, r: Rollout) -> torch.Tensor:
+        """Log-probs under the reference (frozen copy, or the policy with its adapter disabled), per micro-batch."""
+        kw = {"temperature": self.alg.temperature, "share_prompt": self.alg.share_prompt}
+        chunks = micro_batches(r.prompt_ids.shape[0], r.group_size, self.alg.micro_batch_size)
+
+        def run(model) -> torch.Tensor:
+            return torch.cat([
+                completion_logprobs(
+                    model, r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[c.rows],
+                    r.completion_mask[c.rows], c.group_size, **kw,
+                )[0]
+                for c in chunks
+            ])  # fmt: skip
+
+        if self.ref_model is not None:
+            return run(self.ref_model)
+        with self.policy.disable_adapter():
+            return run(self.policy)
+
+
+def _as_list(x) -> list[int]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [int(x)]
+
+
+def batch_metrics(batch: Batch, reward_names: list[str]) -> dict[str, Any]:
+    """TRL-named step metrics plus per-group reward means and the largest gap between groups."""
+    r = batch.rollout
+    out: dict[str, Any] = dict(group_stats(batch.rewards))
+    for k, name in enumerate(reward_names):
+        vals = batch.per_fn[..., k]
+        ok = ~torch.isnan(vals)
+        out[f"rewards/{name}/mean"] = float(vals[ok].mean()) if ok.any() else float("nan")
+    lengths = r.lengths.float()
+    out["completions/mean_length"] = float(lengths.mean())
+    out["completions/clipped_ratio"] = float(r.truncated.float().mean())
+    out["num_tokens"] = float(r.completion_mask.sum() + r.prompt_mask.sum() * r.group_size)
+    per_group: dict[str, list[float]] = {}
+    for e, row in zip(batch.examples, batch.rewards, strict=True):
+        per_group.setdefault(e.group, []).extend(v for v in row.tolist() if not math.isnan(v))
+    means = {g: sum(v) / len(v) for g, v in per_group.items() if v}
+    for g, m in means.items():
+        out[f"group_reward/{g}"] = m
+    if len(means) >= 2:
+        out["group_reward_gap"] = max(means.values()) - min(means.values())
+    return out
+
+
+def make_reference(cfg: TrainConfig, policy):
+    """Frozen reference for the KL term: None with LoRA (adapter disabled) or when beta == 0."""
+    if cfg.algorithm.beta == 0 or cfg.model.lora is not None:
+        return None
+    ref = copy.deepcopy(policy).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """Sampling RNG derived from (seed, step): a resumed run samples exactly what it would have."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed((seed * 1_000_003 + step * 7919) % (2**63 - 1))
+    return gen
