@@ -1,8 +1,11 @@
 """Reward functions for examples/neutral_language.yaml, in TRL's contract.
 
-``fn(prompts, completions, **columns) -> list[float | None]``: ``completions[i]`` is
-``[{"role": "assistant", "content": text}]`` and every other column of the data file arrives as a list
-(here ``profession`` and ``group``). Return None for a sample a function does not apply to.
+``fn(prompts, completions, **kwargs) -> list[float | None]``. The data file gives each prompt as a string
+(TRL's standard format), so ``prompts[i]`` is that string and ``completions[i]`` the reply's text (a
+conversational file, with message lists, would give ``[{"role": "assistant", "content": text}]``). Every
+other column of the file arrives as a list (here ``profession`` and ``group``), with TRL's extra
+arguments (``completion_ids``, ``trainer_state``, ...) in ``**kwargs``. Return None for a sample a
+function does not apply to.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ GENDERED = {
 }  # fmt: skip
 
 
-def _words(completion) -> list[str]:
-    return re.findall(r"[a-z']+", completion[0]["content"].lower())
+def _words(completion: str) -> list[str]:
+    return re.findall(r"[a-z']+", completion.lower())
 
 
 def neutral_language(prompts, completions, **columns) -> list[float]:
@@ -34,4 +37,4 @@ def neutral_language(prompts, completions, **columns) -> list[float]:
 
 def mentions_profession(prompts, completions, profession, **columns) -> list[float]:
     """1 if the reply names the person's profession (the data file's ``profession`` column), else 0."""
-    return [1.0 if p.lower() in c[0]["content"].lower() else 0.0 for c, p in zip(completions, profession, strict=True)]
+    return [1.0 if p.lower() in c.lower() else 0.0 for c, p in zip(completions, profession, strict=True)]

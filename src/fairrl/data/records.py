@@ -7,12 +7,16 @@ An :class:`Example` is one prompt. Its two keys are explicit, never inferred fro
   reasoning task name, or any dataset column the user picks), so every metric can be split by it.
 
 ``prompt`` is a chat conversation (TRL's *conversational* format: a list of
-``{"role", "content"}`` messages without the assistant turn). ``columns`` carries every other
-dataset field; reward functions receive them as keyword lists, as in TRL.
+``{"role", "content"}`` messages without the assistant turn), the form the policy's chat template
+renders. ``prompt_text`` keeps a prompt the data gave as a plain string (TRL's *standard* format):
+reward functions then receive that string and a string completion, as TRL gives them
+(:func:`trl_sample`). ``columns`` carries every other dataset field; reward functions receive them as
+keyword lists, as in TRL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,8 @@ class Example:
     """Name of the data source (``bbq``, ``reasoning``, ...); rewards use it to decide applicability."""
     columns: dict[str, Any] = field(default_factory=dict)
     """Extra dataset fields, passed to reward functions as keyword lists."""
+    prompt_text: str | None = None
+    """The prompt as the data gave it when that was a string (standard format); None for conversations."""
 
     def row(self) -> dict[str, Any]:
         """The example as a flat dataset row (TRL style): columns plus the named keys."""
@@ -45,15 +51,29 @@ class Example:
         }
 
 
-def rows_to_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def trl_sample(example: Example, text: str) -> tuple[str | list[Message], str | list[Message]]:
+    """(prompt, completion) of one sample as TRL hands them to reward functions: the prompt string and
+    the text for a standard-format example, the messages and ``[{"role": "assistant", "content": text}]``
+    for a conversational one."""
+    if example.prompt_text is not None:
+        return example.prompt_text, text
+    return example.prompt, [{"role": "assistant", "content": text}]
+
+
+def column_names(examples: Iterable[Example]) -> list[str]:
+    """Every key of :meth:`Example.row` over ``examples`` (first-seen order): the columns every batch
+    drawn from them carries, so a batch without rows of some source still has that source's columns."""
+    return list(dict.fromkeys(k for e in examples for k in (*e.columns, "prompt", "prompt_id", "group", "source")))
+
+
+def rows_to_columns(rows: list[dict[str, Any]], keys: Sequence[str] = ()) -> dict[str, list[Any]]:
     """Turn rows into keyword lists, one list per key (missing keys become ``None``).
 
     This is how TRL hands dataset columns to a reward function: ``fn(prompts, completions,
-    **columns)`` where each column is a list aligned with ``completions``.
+    **columns)`` where each column is a list aligned with ``completions``. ``keys`` (e.g.
+    :func:`column_names` of the whole training data) are present even when no row has them.
     """
-    keys: list[str] = []
+    names = dict.fromkeys(keys)
     for r in rows:
-        for k in r:
-            if k not in keys:
-                keys.append(k)
-    return {k: [r.get(k) for r in rows] for k in keys}
+        names.update(dict.fromkeys(r))
+    return {k: [r.get(k) for r in rows] for k in names}

@@ -9,7 +9,9 @@ A row holds a ``prompt`` column in one of TRL's two formats:
   its own. It must not end with an assistant message, which is what the policy is to write.
 
 Every other column (``completion``, a reference answer, ...) is kept unchanged in ``Example.columns``:
-reward functions receive the columns as keyword lists (TRL's ``fn(prompts, completions, **columns)``).
+reward functions receive the columns as keyword lists (TRL's ``fn(prompts, completions, **columns)``;
+``completion`` is left out, as TRL does). A string prompt is also kept as ``Example.prompt_text``, so
+reward functions get it, and the completion, as strings, as TRL gives standard-format data.
 ``group`` comes from the group column (as text), or is the source's name when the data has no such
 column; ``prompt_id`` is ``<name>:<id>`` when rows carry an ``id`` column, else ``<name>:<row index>``.
 """
@@ -158,7 +160,8 @@ def user_examples(
             raise DataError(f"{at} has no {prompt_column!r} column; give every row a prompt")
         prompt = _prompt(row[prompt_column], prompt_column, system_prompt, at)
         columns = {k: v for k, v in row.items() if k != prompt_column}
+        text = row[prompt_column] if isinstance(row[prompt_column], str) else None
         examples.append(
-            Example(prompt_id=prompt_id, prompt=prompt, group=group, source=name, columns=columns)
+            Example(prompt_id=prompt_id, prompt=prompt, group=group, source=name, columns=columns, prompt_text=text)
         )
     return examples

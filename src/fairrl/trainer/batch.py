@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -19,6 +20,7 @@ class Batch:
     texts: list[str]  # [P*G]
     rewards: torch.Tensor  # [P, G] combined (+ shaping)
     per_fn: torch.Tensor  # [P, G, K] raw, NaN = not applicable
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # column -> [P*G], reward functions' log_extra
 
 
 def select_groups(batch: Batch, keep: torch.Tensor) -> Batch:
@@ -41,6 +43,7 @@ def select_groups(batch: Batch, keep: torch.Tensor) -> Batch:
         texts=[batch.texts[i] for i in rows],
         rewards=batch.rewards[idx],
         per_fn=batch.per_fn[idx],
+        extra={k: [v[i] for i in rows] for k, v in batch.extra.items()},
     )
 
 
@@ -77,4 +80,6 @@ def concat_batches(a: Batch, b: Batch, pad_id: int) -> Batch:
         texts=a.texts + b.texts,
         rewards=cat(a.rewards, b.rewards),
         per_fn=cat(a.per_fn, b.per_fn),
+        extra={k: a.extra.get(k, [None] * len(a.texts)) + b.extra.get(k, [None] * len(b.texts))
+               for k in dict.fromkeys([*a.extra, *b.extra])},  # fmt: skip
     )
