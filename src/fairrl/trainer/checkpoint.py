@@ -1,4 +1,4 @@
-"""Atomic checkpoints and resume.
+"""Atomic checkpoints and resume, with a fallback when the newest checkpoint is damaged.
 
 A checkpoint is a folder ``checkpoints/step-000010/`` holding
 
@@ -8,9 +8,15 @@ A checkpoint is a folder ``checkpoints/step-000010/`` holding
   read back with ``torch.load(weights_only=True)``);
 - ``state.json``: step, data position, and the Python / torch RNG states.
 
-It is written into a temporary sibling folder and renamed into place, then the one-line
-``checkpoints/latest`` pointer is replaced atomically. A crash at any moment leaves the previous
-checkpoint (and pointer) intact.
+It is written into a temporary sibling folder, flushed to disk and renamed into place, then the
+one-line ``checkpoints/latest`` pointer is replaced atomically. A crash at any moment leaves the
+previous checkpoint (and pointer) intact, plus at most a temporary that the next save (or run start)
+removes.
+
+Files can still be damaged after the fact (a full disk, a copy cut short, a bad sector). Resuming
+therefore reads a checkpoint completely - every file parsed, every weight finite - before touching
+the model, and falls back to the previous checkpoint when the newest does not read
+(:func:`resume_checkpoint`).
 """
 
 from __future__ import annotations
@@ -18,14 +24,16 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from fairrl.errors import FairRLError
-from fairrl.fsutil import atomic_directory, write_text_atomic
+from fairrl.console import Console
+from fairrl.errors import ConfigError, FairRLError
+from fairrl.fsutil import atomic_directory, sweep_temporaries, write_text_atomic
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -57,7 +65,7 @@ def save_checkpoint(
     extra: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and prune all but the newest ``keep``."""
+    """Write checkpoint ``step`` atomically, prune all but the newest ``keep``, sweep stale temporaries."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -69,10 +77,20 @@ def save_checkpoint(
         state = {"step": step, "rng": rng_state(), **extra}
         (tmp / "state.json").write_text(json.dumps(state))
     write_text_atomic(root / "latest", final.name + "\n")
-    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+    for old in checkpoint_folders(run_dir)[keep:]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+    sweep_temporaries(root)
+    sweep_temporaries(Path(run_dir))
     return final
+
+
+def checkpoint_folders(run_dir: Path) -> list[Path]:
+    """Every ``checkpoints/step-NNNNNN`` folder, newest (highest step) first, complete or not."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -83,26 +101,116 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         candidate = root / pointer.read_text().strip()
         if (candidate / "state.json").exists():
             return candidate
-    complete = sorted(p for p in root.glob("step-*") if (p / "state.json").exists())
-    return complete[-1] if complete else None
+    complete = [p for p in checkpoint_folders(run_dir) if (p / "state.json").exists()]
+    return complete[0] if complete else None
+
+
+class DamagedCheckpoint(FairRLError):
+    """A checkpoint folder whose files are missing or do not read back."""
+
+
+@dataclass
+class CheckpointData:
+    """Everything a checkpoint holds, read and checked, not yet applied to a model."""
+
+    path: Path
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    state: dict[str, Any]
+
+
+def read_checkpoint(path: Path) -> CheckpointData:
+    """Read every file of checkpoint ``path``; :class:`DamagedCheckpoint` names what is wrong.
+
+    Any failure to read counts as damage (the readers raise many types: OSError, safetensors' error,
+    unpickling errors, JSON errors); so do non-finite weights, which a healthy run never saves.
+    """
+    path = Path(path)
+    current = "state.json"
+    try:
+        state = json.loads((path / current).read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or "rng" not in state:
+            raise ValueError("it lacks the step or RNG state")
+        rng = state["rng"]
+        torch.tensor(rng["torch"], dtype=torch.uint8)  # checked here so applying cannot fail half-way
+        random.Random().setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+        current = "trainable.safetensors"
+        weights = load_file(str(path / current))
+        current = "optimizer.pt"
+        optimizer = torch.load(path / current, weights_only=True)
+        current = "scheduler.pt"
+        scheduler = torch.load(path / current, weights_only=True) if (path / current).exists() else None
+    except FileNotFoundError:
+        raise DamagedCheckpoint(f"{current} is missing") from None
+    except Exception as err:  # noqa: BLE001 - whatever the reader raised, the file is unusable
+        reason = str(err).splitlines()[0][:160] if str(err) else ""
+        raise DamagedCheckpoint(f"{current}: {type(err).__name__}{': ' if reason else ''}{reason}") from None
+    bad = [n for n, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise DamagedCheckpoint(f"weight {bad[0]!r} holds inf or NaN")
+    return CheckpointData(path, weights, optimizer, scheduler, state)
+
+
+def apply_checkpoint(
+    data: CheckpointData, model, optimizer: torch.optim.Optimizer, scheduler
+) -> dict[str, Any]:
+    """Copy a read checkpoint into the model, optimiser, scheduler and RNGs; return ``state.json``'s contents."""
+    params = dict(model.named_parameters())
+    missing = [n for n in data.weights if n not in params]
+    if missing:
+        raise ConfigError(
+            f"checkpoint {data.path} does not match the model (e.g. {missing[0]!r}); resume with the same model config"
+        )
+    with torch.no_grad():
+        for name, value in data.weights.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+    try:
+        optimizer.load_state_dict(data.optimizer)
+    except (ValueError, KeyError) as err:
+        raise ConfigError(
+            f"checkpoint {data.path}: the optimiser state does not match the model ({err})"
+        ) from None
+    if scheduler is not None and data.scheduler is not None:
+        scheduler.load_state_dict(data.scheduler)
+    set_rng_state(data.state["rng"])
+    return data.state
 
 
 def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:
     """Restore trainable weights, optimiser, scheduler and RNG; return ``state.json``'s contents."""
-    path = Path(path)
-    weights = load_file(str(path / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
+    return apply_checkpoint(read_checkpoint(path), model, optimizer, scheduler)
+
+
+def resume_checkpoint(run_dir: Path, model, optimizer, scheduler, console: Console) -> dict[str, Any] | None:
+    """Load the newest checkpoint of ``run_dir`` that reads completely, newest first; None when there is none.
+
+    Each damaged one is named on the console, skipped, and removed once an earlier one has loaded (the
+    run continues from that earlier step; the metrics logged after it are replaced). When checkpoints exist but none reads, a
+    :class:`~fairrl.errors.FairRLError` lists why, rather than silently starting over.
+    """
+    folders = checkpoint_folders(run_dir)
+    problems = []
+    for i, folder in enumerate(folders):
+        try:
+            data = read_checkpoint(folder)
+        except DamagedCheckpoint as err:
+            problems.append(f"{folder.name}: {err}")
+            more = (
+                "falling back to the previous one" if i + 1 < len(folders) else "no earlier checkpoint left"
+            )
+            console(f"note: checkpoint {folder} is damaged ({err}); {more}")
+            continue
+        state = apply_checkpoint(data, model, optimizer, scheduler)
+        for damaged in folders[:i]:  # unreadable, and the resumed run writes its own steps after this one
+            shutil.rmtree(damaged, ignore_errors=True)
+        if i:
+            write_text_atomic(folder.parent / "latest", folder.name + "\n")
+        console(f"resumed from {folder} (step {state['step']})")
+        return state
+    if problems:
         raise FairRLError(
-            f"checkpoint {path} does not match the model (e.g. {missing[0]!r}); resume with the same model config"
+            f"--resume {run_dir}: no checkpoint there could be loaded ({'; '.join(problems)}); "
+            f"start afresh with --overwrite, or restore the checkpoints folder from a backup"
         )
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    if scheduler is not None and (path / "scheduler.pt").exists():
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    state = json.loads((path / "state.json").read_text())
-    set_rng_state(state["rng"])
-    return state
+    return None

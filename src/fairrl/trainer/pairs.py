@@ -8,7 +8,7 @@ evaluates per group on the in-distribution and held-out splits.
 Run folder (``runs/<run_name>/`` or ``--out``)::
 
     config.yaml       resolved config          data.json     pair counts per split and group
-    metrics.jsonl     one row per logged step  tensorboard/  the same as events
+    metrics.jsonl     one row per logged step  tensorboard/  the same as events (report_to)
     checkpoints/      atomic step-NNNNNN/ + latest (``--resume`` continues from here)
     final/            the trained model (safetensors)
     results.json      per-group metrics on the eval and held-out splits
@@ -36,13 +36,14 @@ from fairrl.data.preferences import (
     group_counts,
     split_pairs,
 )
-from fairrl.errors import ConfigError, FairRLError
 from fairrl.fsutil import atomic_directory, write_json_atomic
 from fairrl.losses.fairness import FairnessSettings, fair_preference_loss
-from fairrl.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
+from fairrl.trainer.guard import NonFiniteError, check_value, check_weights, step_guard
 from fairrl.trainer.logging import MetricsLogger
 from fairrl.trainer.optim import clip_gradients, make_optimizer
-from fairrl.trainer.run import output_dir, start_run
+from fairrl.trainer.run import RunFolder, abandon_run, begin_run, plan_run
+from fairrl.trainer.trackers import require_trackers
 
 
 class PairLearner(Protocol):
@@ -97,17 +98,23 @@ def total_steps(cfg: _PreferenceRun, n_train: int) -> int:
 
 def train_step(learner: PairLearner, pairs: Sequence[PreferencePair], settings: FairnessSettings,
                optimizer, scheduler, max_grad_norm: float | None) -> dict[str, float]:  # fmt: skip
-    """One update on a batch; returns the loss and its parts (TRL-style names)."""
+    """One update on a batch; returns the loss and its parts (TRL-style names). Non-finite margins, loss,
+    gradients or weights raise :class:`~fairrl.trainer.guard.NonFiniteError` (nothing is stepped on a
+    non-finite loss or gradient)."""
     margins, per_pair, aux = learner.margins(pairs)
     try:
         loss, stats = fair_preference_loss(per_pair, margins, settings)
-    except ValueError as err:
-        raise FairRLError(f"training diverged: {err}; lower learning_rate or enable max_grad_norm") from None
+    except ValueError as err:  # non-finite margins or losses (check_pairs)
+        raise NonFiniteError(f"preference loss input ({err})") from None
     loss = loss + aux
+    check_value("loss", loss.detach())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = clip_gradients([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = clip_gradients(params, max_grad_norm)
+    check_value("gradient norm", grad_norm)
     optimizer.step()
+    check_weights(params)
     scheduler.step()
     return {
         "loss": loss.item(), "aux_loss": float(aux), "grad_norm": grad_norm,
@@ -120,44 +127,51 @@ class PreferenceRun:
     """A configured run: its folder, config and the data it trains and evaluates on."""
 
     cfg: _PreferenceRun
-    run_dir: Path
+    folder: RunFolder
     splits: PreferenceSplits
     kind: str  # "rm" | "dpo"
-    resume: bool = False
+    counts: dict[str, dict[str, int]]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.path
 
 
-def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | None,
-                console: Console) -> PreferenceRun:  # fmt: skip
-    """Resolve the run folder, save the config, build and describe the data."""
-    run_dir = Path(resume) if resume else output_dir(cfg, out)
-    if resume and latest_checkpoint(run_dir) is None:
-        raise ConfigError(f"--resume {resume}: no checkpoint found under {run_dir / 'checkpoints'}")
-    if not resume and (latest_checkpoint(run_dir) is not None or (run_dir / "results.json").exists()):
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out "
-            "(or delete the folder) to start over"
-        )
-    start_run(cfg, run_dir, console)
+def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | None, console: Console,
+                overwrite: bool = False) -> PreferenceRun:  # fmt: skip
+    """Check the run folder (:func:`~fairrl.trainer.run.plan_run`: a new run needs an empty folder unless
+    ``overwrite``), build and describe the data. Nothing is written yet: :func:`train_pairs` writes the
+    folder once the learner is built, so bad data or a model that does not load leaves nothing behind."""
+    folder = plan_run(cfg, out, resume, overwrite, console)
+    require_trackers(cfg.report_to)  # a missing wandb / mlflow fails before the data loads
     splits = load_pairs(cfg.data, cfg.seed)
     counts = {name: group_counts(getattr(splits, name)) for name in ("train", "eval", "heldout")}
-    write_json_atomic(run_dir / "data.json", counts)
     console("pairs: " + ", ".join(f"{k} {sum(v.values())} ({len(v)} groups)" for k, v in counts.items()))
-    return PreferenceRun(cfg, run_dir, splits, kind, resume=bool(resume))
+    return PreferenceRun(cfg, folder, splits, kind, counts)
 
 
 def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, progress: bool = True) -> int:
-    """Train ``learner`` on the run's pairs with checkpoints and resume; returns the steps done."""
+    """Write the run folder, then train ``learner`` on the run's pairs with checkpoints and resume (falling
+    back past damaged checkpoints); returns the steps done. Inf / NaN stops the run before anything
+    non-finite is saved (:mod:`fairrl.trainer.guard`)."""
     cfg, run_dir = run.cfg, run.run_dir
     f = cfg.fairness
     settings = FairnessSettings(kind=f.kind, alpha=f.alpha, gamma=f.gamma, tau=f.tau)
     steps = total_steps(cfg, len(run.splits.train))
-    optimizer, scheduler = make_optimizer(cfg, learner.model, steps)
-    ckpt = latest_checkpoint(run_dir) if run.resume else None
-    start = 0
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, learner.model, optimizer, scheduler)["step"]
-        console(f"resumed from {ckpt} (step {start})")
-    logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=start if ckpt else None)
+    begin_run(run.folder, cfg, console)
+    try:
+        write_json_atomic(run_dir / "data.json", run.counts)
+        optimizer, scheduler = make_optimizer(cfg, learner.model, steps)
+        state = (
+            resume_checkpoint(run_dir, learner.model, optimizer, scheduler, console)
+            if run.folder.resume
+            else None
+        )
+    except BaseException:
+        abandon_run(run.folder)
+        raise
+    start = state["step"] if state else 0
+    logger = MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
     deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
     learner.model.train()
     step, window, t_window = start, 0, time.perf_counter()
@@ -165,7 +179,8 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
     try:
         while step < steps:
             batch = batch_at(run.splits.train, step, cfg.per_device_train_batch_size, cfg.seed)
-            metrics = train_step(learner, batch, settings, optimizer, scheduler, cfg.max_grad_norm)
+            with step_guard(step + 1, run_dir, cfg.learning_rate):
+                metrics = train_step(learner, batch, settings, optimizer, scheduler, cfg.max_grad_norm)
             step += 1
             window += len(batch)
             bar.update(1)
