@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from fairrl.errors import ConfigError
 
@@ -28,13 +28,52 @@ class ConfigDeprecationWarning(FutureWarning):
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors; every field carries its docstring; assignments are validated."""
+    """Unknown keys are errors; every field carries its docstring; assignments are validated; no float
+    field takes NaN or infinity (``.nan`` / ``.inf`` in YAML would silently poison a run)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_assignment=True, allow_inf_nan=False
+    )
     renamed_keys: ClassVar[dict[str, str]] = {}
     """``old.dotted.key`` -> ``new.dotted.key`` accepted with a deprecation message (one release)."""
     config_kind: ClassVar[str] = "train"
     """``fairrl config --kind`` value that prints this schema's defaults."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        """``true`` / ``false`` for a number field is a mistake (pydantic would read them as 1 / 0): pass
+        them on as a stand-in that the number check refuses at the field's own location."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if isinstance(value, bool) and field is not None:
+                kinds = _scalar_types(field.annotation)
+                if kinds & {int, float} and bool not in kinds:
+                    out[name] = _YamlBool(value)
+        return out
+
+
+class _YamlBool:
+    """A boolean given for a number field; shown as YAML writes it (``got true``) in the error."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return str(self.value).lower()
+
+
+def _scalar_types(annotation: Any) -> set[Any]:
+    """The plain types a field annotation admits at its top level (through Optional / unions / Annotated)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _scalar_types(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return {t for arg in typing.get_args(annotation) for t in _scalar_types(arg)}
+    return {annotation}
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -95,7 +134,9 @@ def _suggest(schema: type[BaseModel], loc: tuple[Any, ...], keys: list[str]) -> 
     moved = getattr(schema, "renamed_keys", {}).get(".".join(str(p) for p in loc))
     if moved:
         return f"it is now {moved!r}; "
-    elsewhere = [k for k in all_keys(schema) if difflib.get_close_matches(word, [k.rsplit(".", 1)[-1]], cutoff=0.8)]
+    elsewhere = [
+        k for k in all_keys(schema) if difflib.get_close_matches(word, [k.rsplit(".", 1)[-1]], cutoff=0.8)
+    ]
     return f"did you mean {elsewhere[0]!r} (another section)? " if elsewhere else ""
 
 
@@ -113,8 +154,39 @@ def _format_validation_error(err: ValidationError, schema: type[BaseModel]) -> s
         else:
             got = e.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"config field {loc!r}: {e['msg']}{shown}")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"config field {loc!r}: {msg}{shown}")
     return "; ".join(lines)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping in a YAML text gives one key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` keys may be overridden
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base loader reports it
+                    continue
+                if first is not None:
+                    where = f"lines {first} and {line}" if first != line else f"line {line}"
+                    raise DuplicateKeyError(f"key {key!r} is given twice in one mapping ({where}); keep one")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that also refuses duplicate mapping keys (see :class:`_UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -123,7 +195,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = safe_load_unique(raw) if raw != "" else ""
+    except DuplicateKeyError as err:
+        raise ConfigError(f"override {item!r}: {err}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -221,6 +295,16 @@ def packaged_config(name: str) -> Path | None:
     return Path(str(resources.files("fairrl") / "configs" / f"{name}.yaml"))
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: where (line, column) and what, without PyYAML's source excerpt."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        context = f" ({err.context})" if err.context else ""
+        return f"{where}{err.problem}{context}"
+    return " ".join(str(err).split())
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A config file (or packaged config name) as a mapping; a clear ConfigError otherwise."""
     p = packaged_config(str(path)) or Path(path)
@@ -229,10 +313,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
             f"config file {str(p)!r} does not exist; give a YAML file or a packaged config name "
             f"({', '.join(packaged_config_names())})"
         )
+    if p.is_dir():
+        raise ConfigError(
+            f"config file {str(p)!r} is a folder; give a YAML file (e.g. {str(p / 'config.yaml')!r})"
+        )
     try:
-        loaded = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+        text = p.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows editors) is fine
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 YAML"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {str(p)!r} ({err.strerror or err})") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {str(p)!r} holds NUL bytes, so it is not a YAML text file")
+    try:
+        loaded = safe_load_unique(text)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"config file {str(p)!r}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {_yaml_problem(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} nests too deeply to be a config") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys, got {type(loaded).__name__}")
     return loaded or {}

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from fairrl.config.base import Strict
-from fairrl.config.common import ModelConfig, RunConfig
+from fairrl.config.common import ModelConfig, RunConfig, RunName
 from fairrl.config.data import DataConfig
 
 
@@ -48,8 +48,8 @@ class AlgorithmConfig(Strict):
     """Prompts per optimiser batch (P); a batch holds P x G completions."""
     max_prompt_length: int = Field(512, ge=8)
     """Prompts longer than this (in tokens) are truncated from the left."""
-    max_completion_length: int = Field(32, ge=1)
-    """Maximum new tokens per completion."""
+    max_completion_length: int = Field(32, ge=1, le=32768)
+    """Maximum new tokens per completion (at most 32768; also at most the model's context length)."""
     temperature: float = Field(1.0, gt=0.0)
     """Sampling temperature (also applied to training log-probs, as TRL does)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -113,6 +113,11 @@ class RewardsConfig(Strict):
     """Reward functions and weights."""
     on_error: Literal["raise", "skip"] = "raise"
     """A reward function that raises or returns NaN stops the run (raise) or drops that sample's value (skip)."""
+    timeout: float | None = Field(300.0, gt=0.0, allow_inf_nan=False)
+    """Seconds one reward call (a function on one batch) may take; past it the run stops with an error
+    (or, with on_error: skip, that call's values become None). null = no limit, and plain functions then
+    run in the training thread, as in TRL. A timed-out call cannot be killed: it is abandoned in a
+    background thread (see fairrl.rewards.call)."""
 
     def labels(self) -> list[str]:
         """One short, unique label per function, for metric keys (``rewards/<label>/mean``) and reports.
@@ -148,10 +153,17 @@ class EvalConfig(Strict):
 
 
 class TrainConfig(RunConfig):
-    run_name: str = "grpo"
+    run_name: RunName = "grpo"
     """Name of the run folder under output_dir."""
     max_steps: int = Field(40, ge=1)
     """Generated batches (each followed by num_iterations optimiser steps)."""
+    log_completions: bool = False
+    """Every log_completions_steps steps, write the step's completions with each reward function's value
+    to completions.jsonl, send them to the report_to trackers as a table and print a few (TRL's name)."""
+    log_completions_steps: int = Field(10, ge=1)
+    """Steps between two completion tables (when log_completions)."""
+    num_completions_to_print: int | None = Field(4, ge=0)
+    """Completions printed to the console per table (null = all; the file always has all of them)."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     rewards: RewardsConfig = Field(default_factory=RewardsConfig)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fairrl.config.base import Strict
-from fairrl.config.common import LoraConfig, ModelConfig, RunConfig
+from fairrl.config.common import LoraConfig, ModelConfig, RunConfig, RunName, check_device
 
 
 class PreferenceDataConfig(Strict):
@@ -100,7 +100,7 @@ class RewardModelConfig(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype."""
     device: str = "auto"
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``..."""
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
     trust_remote_code: bool = False
     """Run model code from the hub. Off unless you trust the repository."""
     revision: str | None = None
@@ -108,11 +108,16 @@ class RewardModelConfig(Strict):
     lora: LoraConfig | None = None
     """LoRA adapters on the backbone (null = full fine-tuning; the head is always trained)."""
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return check_device(value)
+
 
 class RMTrainConfig(_PreferenceRun):
     config_kind: ClassVar[str] = "rm"
 
-    run_name: str = "rm"
+    run_name: RunName = "rm"
     """Name of the run folder under output_dir."""
     model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     learning_rate: float = Field(3e-5, gt=0.0, allow_inf_nan=False)
@@ -126,7 +131,7 @@ class RMTrainConfig(_PreferenceRun):
 class DPOTrainConfig(_PreferenceRun):
     config_kind: ClassVar[str] = "dpo"
 
-    run_name: str = "dpo"
+    run_name: RunName = "dpo"
     """Name of the run folder under output_dir."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     """Policy (causal LM); with LoRA the reference is the same model with the adapter disabled."""

@@ -68,8 +68,50 @@ def _as_dict(value: Any, field: str, where: str) -> dict[str, Any]:
     return value
 
 
+CONDITIONS = ("ambig", "disambig")
+POLARITIES = ("neg", "nonneg")
+
+
+def _int_field(value: Any, field: str, where: str, allowed: tuple[int, ...] | None = None) -> int:
+    """An integer field: an int, an integral float (pandas) or a string of ASCII digits; never a bool."""
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        value = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{where}: field {field!r} is {value!r}; it must be an integer"
+                        + (f" ({', '.join(map(str, allowed))})" if allowed else ""))  # fmt: skip
+    if allowed is not None and value not in allowed:
+        raise DataError(f"{where}: field {field!r} is {value}; it must be one of {', '.join(map(str, allowed))} "
+                        "(the index of the correct answer among ans0, ans1, ans2)")  # fmt: skip
+    return value
+
+
+def _text_field(item: dict[str, Any], field: str, where: str) -> str:
+    value = item[field]
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {field!r} is {value!r:.60}; it must be text (a JSON string)")
+    return value
+
+
+def _check_answer_info(info: dict[str, Any], where: str) -> None:
+    """``answer_info`` maps ans0..ans2 to ``[text, label]`` lists; exactly one label is ``unknown``."""
+    for k in range(3):
+        entry = info.get(f"ans{k}")
+        if not isinstance(entry, (list, tuple)) or not entry or not all(isinstance(x, str) for x in entry):
+            raise DataError(f"{where}: field 'answer_info' entry 'ans{k}' is {entry!r:.60}; it must be a list "
+                            "[answer text, group label] of strings, as in the original BBQ files")  # fmt: skip
+    unknown = [k for k in range(3) if len(info[f"ans{k}"]) > 1 and info[f"ans{k}"][1] == "unknown"]
+    if len(unknown) != 1:
+        raise DataError(f"{where}: field 'answer_info' must label exactly one answer 'unknown' (the "
+                        f"cannot-be-determined option), found {len(unknown)}")  # fmt: skip
+
+
 def _check_item(item: dict[str, Any], where: str) -> dict[str, Any]:
-    """Required fields present, nested fields parsed, ids as ints, category in its canonical spelling."""
+    """Required fields present and well typed, nested fields parsed, ids as ints, category canonical.
+
+    Every problem is a DataError naming ``where`` (file and line), the field, and what it must be.
+    """
     missing = [k for k in REQUIRED if k not in item]
     if missing:
         raise DataError(f"{where}: BBQ item lacks field(s) {missing}; the original BBQ schema is expected")
@@ -79,9 +121,24 @@ def _check_item(item: dict[str, Any], where: str) -> dict[str, Any]:
     )
     if any(f"ans{k}" not in item["answer_info"] for k in range(3)):
         raise DataError(f"{where}: answer_info must have entries ans0, ans1, ans2")
+    _check_answer_info(item["answer_info"], where)
+    groups = item["additional_metadata"].get("stereotyped_groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, (str, int, float)) for g in groups):
+        raise DataError(f"{where}: field 'additional_metadata.stereotyped_groups' must be a list of group "
+                        f"names, got {groups!r:.60}")  # fmt: skip
+    for field in ("context", "question", "ans0", "ans1", "ans2", "category"):
+        _text_field(item, field, where)
+    for field, allowed in (("context_condition", CONDITIONS), ("question_polarity", POLARITIES)):
+        if item[field] not in allowed:
+            raise DataError(f"{where}: field {field!r} is {item[field]!r:.60}; it must be one of "
+                            f"{', '.join(allowed)}")  # fmt: skip
+    if isinstance(item["question_index"], bool) or not isinstance(item["question_index"], (str, int)):
+        raise DataError(f"{where}: field 'question_index' is {item['question_index']!r:.60}; it must be the "
+                        "template number (an integer or a string)")  # fmt: skip
     canonical = {c.lower(): c for c in CATEGORIES}
-    item["category"] = canonical.get(str(item["category"]).lower(), str(item["category"]))
-    item["example_id"], item["label"] = int(item["example_id"]), int(item["label"])
+    item["category"] = canonical.get(item["category"].lower(), item["category"])
+    item["example_id"] = _int_field(item["example_id"], "example_id", where)
+    item["label"] = _int_field(item["label"], "label", where, allowed=(0, 1, 2))
     item["question_index"] = str(item["question_index"])
     return item
 

@@ -7,19 +7,21 @@
 - A local folder or hub id goes through ``from_pretrained`` with ``use_safetensors=True``: pickled
   ``.bin`` weights are refused, never unpickled. ``trust_remote_code`` stays off unless asked.
 - A folder holding a PEFT adapter (``adapter_config.json``, e.g. a fairrl run's ``final/``) loads its
-  base model and attaches the adapter.
+  base model and attaches the adapter; the adapter weights must be ``adapter_model.safetensors`` (a
+  pickled ``adapter_model.bin`` is refused). A broken adapter folder is a :class:`ModelLoadError`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from fairrl.assets import asset_path, cache_dir
-from fairrl.errors import ModelLoadError
+from fairrl.errors import ConfigError, ModelLoadError
 from fairrl.fsutil import atomic_directory
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": "smollm2-135m-instruct"}
@@ -106,11 +108,44 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revisi
     return tok
 
 
+_ADAPTER_FIX = (
+    "write the adapter again with save_pretrained(..., safe_serialization=True), or remove "
+    "adapter_config.json if the folder holds a full model"
+)
+
+
 def _adapter_base(path: str) -> str | None:
-    cfg = Path(path) / "adapter_config.json"
-    if not cfg.exists():
+    """The base model an adapter folder names (None: not an adapter folder); a broken one is a ModelLoadError."""
+    folder = Path(path)
+    cfg = folder / "adapter_config.json"
+    if not cfg.is_file():
         return None
-    return json.loads(cfg.read_text())["base_model_name_or_path"]
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else getattr(err, "reason", None) or err
+        raise ModelLoadError(
+            f"the adapter config {cfg} is not readable JSON ({reason}); {_ADAPTER_FIX}"
+        ) from None
+    base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+    if not isinstance(base, str) or not base.strip():
+        raise ModelLoadError(
+            f"the adapter config {cfg} names no base model (a string base_model_name_or_path); {_ADAPTER_FIX}"
+        )
+    if Path(base).expanduser().resolve() == folder.expanduser().resolve():
+        raise ModelLoadError(f"the adapter config {cfg} names its own folder as base model; {_ADAPTER_FIX}")
+    if not (folder / "adapter_model.safetensors").is_file():
+        pickled = [n for n in ("adapter_model.bin", "adapter_model.pt") if (folder / n).exists()]
+        found = (
+            f"it holds {pickled[0]}, pickled weights, which are refused for safety (safetensors only)"
+            if pickled
+            else "it holds no adapter weights"
+        )
+        raise ModelLoadError(
+            f"the adapter folder {folder} has no adapter_model.safetensors: {found}; convert the adapter with "
+            "PeftModel.save_pretrained(folder, safe_serialization=True)"
+        )
+    return base
 
 
 def load_model(
@@ -141,13 +176,25 @@ def load_model(
         raise _offline_hint(base or name_or_path, err) from None
     if base:
         from peft import PeftModel
+        from safetensors import SafetensorError
 
-        model = PeftModel.from_pretrained(model, path, is_trainable=False)
+        try:
+            model = PeftModel.from_pretrained(model, path, is_trainable=False)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            raise ModelLoadError(
+                f"could not attach the adapter in {path} to its base model {base!r} ({type(err).__name__}: "
+                f"{first}); the adapter must have been trained on that base model; {_ADAPTER_FIX}"
+            ) from None
     return model.to(device).eval()
 
 
-def apply_lora(model, lora: LoraSettings):
-    """Wrap ``model`` with fresh LoRA adapters (PEFT); the frozen base doubles as the KL reference."""
+def apply_lora(model, lora: LoraSettings, task_type: str | None = "CAUSAL_LM"):
+    """Wrap ``model`` with fresh LoRA adapters (PEFT); the frozen base doubles as the KL reference.
+
+    ``target_modules`` that match nothing (or name a layer LoRA cannot adapt, or are a broken regular
+    expression) are a ConfigError listing the model's linear modules. ``task_type=None`` for a bare
+    backbone (a reward model's encoder)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -155,9 +202,36 @@ def apply_lora(model, lora: LoraSettings):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except (ValueError, re.error) as err:
+        raise _target_modules_error(model, lora.target_modules, err) from None
+
+
+def linear_module_names(model) -> list[str]:
+    """The distinct last names of the model's linear layers (what ``lora.target_modules`` can list)."""
+    return sorted({
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if name and (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D")
+    })  # fmt: skip
+
+
+def _target_modules_error(model, targets: str | list[str], err: Exception) -> ConfigError:
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    if isinstance(err, re.error):
+        problem = f"is not a valid regular expression ({err})"
+    elif isinstance(err, NoMatchingPeftModuleError) or "not found in the base model" in str(err):
+        problem = "matches no module of the model"
+    else:
+        problem = "names a module LoRA cannot adapt (only linear, embedding and convolution layers)"
+    return ConfigError(
+        f"lora.target_modules {targets!r} {problem}; the model's linear modules are: "
+        f"{', '.join(linear_module_names(model)) or 'none'} (or use all-linear)"
+    )
 
 
 def enable_gradient_checkpointing(model) -> None:
