@@ -25,6 +25,7 @@ from fairrl.bench.report import model_flops_utilisation, paired_ratios, side_sum
 from fairrl.bench.timing import PeakMeter, StepRecord
 from fairrl.bench.trl_step import TRLSide, trl_unavailable, trl_version
 from fairrl.bench.workload import BenchSpec, bench_examples
+from fairrl.console import progress_bar, progress_scope
 from fairrl.errors import ConfigError, FairRLError
 from fairrl.models.loading import DTYPES
 
@@ -92,17 +93,19 @@ def _warnings(spec: BenchSpec, fairrl: list[StepRecord], trl: list[StepRecord] |
     return out
 
 
-def run_bench(spec: BenchSpec, console: Console = print) -> dict:
+def run_bench(spec: BenchSpec, console: Console = print, progress: bool = True) -> dict:
     """Run the benchmark described by ``spec``; returns the report (see :mod:`fairrl.bench.report`).
 
-    ``spec.threads`` sets torch's CPU threads for the run only (restored afterwards).
+    ``spec.threads`` sets torch's CPU threads for the run only (restored afterwards). A progress bar
+    (stderr) counts the steps unless ``progress`` is False.
     """
     spec.validate()
     threads = torch.get_num_threads()
     if spec.threads:
         torch.set_num_threads(spec.threads)
     try:
-        return _run(spec, console)
+        with progress_scope(enabled=progress):
+            return _run(spec, console)
     finally:
         torch.set_num_threads(threads)
 
@@ -131,9 +134,12 @@ def _run(spec: BenchSpec, console: Console) -> dict:
         console("measuring the device peak ..." if device.type == "cpu" else "device peak ...")
         peak = device_peak(device, DTYPES[spec.dtype], spec.probe_seconds)
 
+        bar = progress_bar(total_steps, 0, "bench steps" + ("" if skip_reason else " (fairrl + TRL)"))
+
         def fairrl_step(i: int) -> None:
             last = memory_step and i == total_steps - 1
             fairrl_records.append(fairrl.step(i, memory_step=last))
+            bar.update(1)
             console(f"  step {i + 1}/{total_steps}{' (memory, untimed)' if last else ''}: fairrl "
                     f"{fairrl_records[-1].seconds:.2f}s"
                     + (f", TRL {trl_records[-1].seconds:.2f}s" if trl_records else ""))  # fmt: skip
@@ -152,6 +158,7 @@ def _run(spec: BenchSpec, console: Console) -> dict:
             console(f"running {total_steps} fairrl steps (TRL skipped: {skip_reason}) ...")
             for i in range(total_steps):
                 fairrl_step(i)
+        bar.close()
     if len(fairrl_records) != total_steps or (trl_records is not None and len(trl_records) != total_steps):
         raise FairRLError(
             f"expected {total_steps} steps per side, got fairrl {len(fairrl_records)}, "

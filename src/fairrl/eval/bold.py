@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from fairrl.console import track
 from fairrl.data.bold import BoldPrompt
 from fairrl.errors import DataError
 from fairrl.eval.fairness import group_summary
@@ -135,7 +136,12 @@ def score_in_batches(
 ) -> list[float]:
     """``score`` (a checked scorer, :func:`fairrl.eval.scorers.get_scorer`) on ``batch_size`` texts at
     a time, which bounds the memory of a model-based scorer."""
-    return [s for i in range(0, len(texts), batch_size) for s in score(texts[i : i + batch_size])]
+    out: list[float] = []
+    with track(len(texts), "scoring continuations") as bar:
+        for i in range(0, len(texts), batch_size):
+            out += score(texts[i : i + batch_size])
+            bar.update(min(batch_size, len(texts) - i))
+    return out
 
 
 def evaluate_bold(

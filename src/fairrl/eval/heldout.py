@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from fairrl.config.grpo import TrainConfig
-from fairrl.console import Console
-from fairrl.data.records import Example, rows_to_columns
+from fairrl.console import Console, label_progress, progress_scope
+from fairrl.data.records import Example, rows_to_columns, trl_sample
 from fairrl.errors import DataError
 from fairrl.eval.fairness import group_summary
 from fairrl.eval.likelihood import greedy_generate
@@ -43,6 +43,8 @@ def evaluate_with_rewards(
     n_boot: int = 1000,
     seed: int = 0,
     on_error: str = "raise",
+    timeout: float | None = None,
+    trainer_state: Any = None,
 ) -> dict[str, Any]:
     """Greedy replies to held-out prompts scored by the run's reward functions (TRL contract).
 
@@ -51,16 +53,25 @@ def evaluate_with_rewards(
     ``not_scored``). Returns ``{"kind": "rewards", "n", "reward", "reward_ci", "by_function": {name:
     {"n", "mean"}}, "by_group": {group: {"n", "reward", "reward_ci"}}, "group_fairness", "not_scored",
     "items"}``; ``seed`` seeds the bootstrap.
+
+    The functions are called as in training (TRL's contract, :func:`fairrl.rewards.evaluate_rewards`:
+    each sample in its data's format, ``trainer_state``, ``timeout`` seconds per call); ``completion_ids``
+    are the replies' texts encoded again (without special tokens), and what they log is dropped.
     """
-    from fairrl.rewards import evaluate_rewards
+    from fairrl.rewards import check_weighted_sum, evaluate_rewards
 
     if not examples:
         raise DataError("no held-out prompts to evaluate: the evaluation split is empty")
     texts = greedy_generate(model, tokenizer, [e.prompt for e in examples], max_new_tokens, batch_size)
     columns = rows_to_columns([e.row() for e in examples])
-    prompts = columns.pop("prompt")
-    completions = [[{"role": "assistant", "content": t}] for t in texts]
-    per_fn = evaluate_rewards(reward_fns, prompts, completions, columns, on_error=on_error)  # [N, K]
+    columns.pop("prompt")
+    samples = [trl_sample(e, t) for e, t in zip(examples, texts, strict=True)]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    per_fn = evaluate_rewards(  # [N, K]
+        reward_fns, [p for p, _ in samples], [c for _, c in samples], columns, on_error=on_error,
+        completion_ids=ids, trainer_state=trainer_state, timeout=timeout,
+    )  # fmt: skip
+    check_weighted_sum(per_fn, weights, list(reward_fns))
     w = torch.tensor(list(weights), dtype=per_fn.dtype)
     applies = ~torch.isnan(per_fn)  # [N, K]
     total = torch.where(applies, per_fn * w, 0.0).sum(-1)  # [N]
@@ -97,17 +108,29 @@ def evaluate_with_rewards(
     }
 
 
-def evaluate_splits(model, tokenizer, data, cfg: TrainConfig, console: Console) -> dict[str, Any]:
-    """Run every held-out split of a run (``data``: :class:`~fairrl.data.run_data.RunData`) -> {split: results}."""
+def evaluate_splits(model, tokenizer, data, cfg: TrainConfig, console: Console, trainer_state: Any = None,
+                    progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Run every held-out split of a run (``data``: :class:`~fairrl.data.run_data.RunData`) -> {split: results}.
+
+    ``trainer_state`` is what reward functions receive (default: step 0 of ``cfg.max_steps``). Scoring
+    and generation show progress bars labelled ``eval <split>`` (``progress=False``: none)."""
+    with progress_scope("eval", enabled=progress):
+        return _evaluate_splits(model, tokenizer, data, cfg, console, trainer_state)
+
+
+def _evaluate_splits(model, tokenizer, data, cfg: TrainConfig, console: Console,
+                     trainer_state: Any) -> dict[str, Any]:  # fmt: skip
     from fairrl.eval.bbq import evaluate_bbq
     from fairrl.eval.reasoning import evaluate_reasoning
-    from fairrl.rewards import get_reward
+    from fairrl.rewards import TrainerState, get_reward
 
     e = cfg.eval
+    state = trainer_state if trainer_state is not None else TrainerState(max_steps=cfg.max_steps)
     max_new = max(32, cfg.algorithm.max_completion_length)
     results: dict[str, Any] = {}
     for split, examples in data.evals.items():
         t0 = time.perf_counter()
+        label_progress(f"eval {split}")
         kind = data.eval_kind(split)
         if kind == "bbq":
             results[split] = evaluate_bbq(
@@ -124,6 +147,7 @@ def evaluate_splits(model, tokenizer, data, cfg: TrainConfig, console: Console) 
                 {label: get_reward(s.name, s.options) for label, s in zip(cfg.rewards.labels(), specs, strict=True)},
                 [s.weight for s in specs], max_new_tokens=cfg.algorithm.max_completion_length,
                 batch_size=e.batch_size, seed=cfg.seed, on_error=cfg.rewards.on_error,
+                timeout=cfg.rewards.timeout, trainer_state=state,
             )  # fmt: skip
         else:
             results[split] = evaluate_reasoning(model, tokenizer, examples, max_new_tokens=max_new,

@@ -35,6 +35,7 @@ from copy import deepcopy
 
 import torch
 
+from fairrl.console import track
 from fairrl.rollout.generate import left_pad, sample_groups
 
 Messages = list[dict[str, str]]
@@ -276,7 +277,7 @@ def option_logprobs(
     packed = {id(g): _pack_group([prompts[i] for i in g], [opts[i] for i in g], start) for g in by_key.values()}
     groups = sorted(by_key.values(), key=lambda g: len(packed[id(g)]["ids"]))  # similar rows: less padding
     scores: list[list[float]] = [[] for _ in prompts]
-    with inference_mode(model):
+    with inference_mode(model), track(len(members_all), "option likelihoods") as bar:
         shared = _prefix_cache(model, prompts[members_all[0]][:start]) if members_all else None
         for chunk in _chunks(groups, batch_size):
             cache = _repeated(shared, len(chunk))
@@ -286,6 +287,7 @@ def option_logprobs(
                 for i in g:
                     scores[i] = row_scores[k : k + len(opts[i])]
                     k += len(opts[i])
+            bar.update(sum(len(g) for g in chunk))
     return scores
 
 
@@ -338,7 +340,7 @@ def greedy_generate(
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     texts = [""] * len(encoded)
-    with inference_mode(model):
+    with inference_mode(model), track(len(order), "generating") as bar:
         for s in range(0, len(order), batch_size):
             chunk = order[s : s + batch_size]
             ids, mask = left_pad([encoded[i] for i in chunk], pad)
@@ -355,4 +357,5 @@ def greedy_generate(
             decoded = tokenizer.batch_decode(r.completion_ids.cpu(), skip_special_tokens=True)
             for i, text in zip(chunk, decoded, strict=True):
                 texts[i] = text.strip()
+            bar.update(len(chunk))
     return texts

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fairrl.console import progress_scope, track
 from fairrl.errors import DataError
 from fairrl.eval.fairness import gini, group_summary, jain_index
 from fairrl.eval.metrics import bootstrap_ci, percentile_interval
@@ -128,16 +129,32 @@ def source_accuracy(margins: Sequence[float], sources: Sequence[str]) -> dict[st
     }
 
 
-def evaluate_learner(learner, splits, n_boot: int, seed: int) -> dict[str, Any]:
+EVAL_CHUNK = 512
+"""Pairs per ``eval_margins`` call in :func:`evaluate_learner`: the progress bar moves once per chunk,
+and the learner still batches (and length-sorts) within a chunk."""
+
+
+def margins_with_progress(learner, pairs: Sequence[Any], desc: str) -> list[float]:
+    """``learner.eval_margins`` over ``pairs`` in chunks of :data:`EVAL_CHUNK`, with a progress bar."""
+    margins: list[float] = []
+    with track(len(pairs), desc, unit="pair") as bar:
+        for i in range(0, len(pairs), EVAL_CHUNK):
+            margins += learner.eval_margins(pairs[i : i + EVAL_CHUNK])
+            bar.update(min(EVAL_CHUNK, len(pairs) - i))
+    return margins
+
+
+def evaluate_learner(learner, splits, n_boot: int, seed: int, progress: bool = True) -> dict[str, Any]:
     """Per-group preference metrics of the eval (trained groups) and held-out (unseen groups) splits.
 
     ``learner`` has ``eval_margins(pairs) -> list[float]`` (a reward model or a DPO policy);
-    ``splits`` has ``eval`` and ``heldout`` lists of preference pairs.
+    ``splits`` has ``eval`` and ``heldout`` lists of preference pairs; ``progress=False`` hides the bars.
     """
     out: dict[str, Any] = {}
     for name, pairs in (("eval", splits.eval), ("heldout", splits.heldout)):
         if pairs:
-            margins = learner.eval_margins(pairs)
+            with progress_scope(enabled=progress):
+                margins = margins_with_progress(learner, pairs, f"scoring {name} pairs")
             out[name] = preference_metrics(margins, [p.group for p in pairs], n_boot=n_boot, seed=seed)
             out[name]["by_source"] = source_accuracy(margins, [p.source for p in pairs])
     return out

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
+from fairrl.console import track
 from fairrl.eval.likelihood import _device, inference_mode
 from fairrl.models.common import positions_from_mask
 from fairrl.rollout.generate import left_pad
@@ -138,8 +139,9 @@ def text_logprobs(
     keys: list[str | int] = [c if c else i for i, c in enumerate(contexts)]
     lengths = [len(p) + len(c) for p, c in encoded]
     sums = [0.0] * len(encoded)
-    with inference_mode(model):
+    with inference_mode(model), track(len(encoded), "text likelihoods") as bar:
         for batch in _batches(keys, lengths, batch_size):
             for i, s in zip(batch, _score_batch(model, [encoded[i] for i in batch], pad), strict=True):
                 sums[i] = s
+            bar.update(len(batch))
     return [(s, len(c)) for s, (_, c) in zip(sums, encoded, strict=True)]
