@@ -34,17 +34,40 @@ def _echo(msg: str) -> None:
     typer.echo(msg)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from fairrl.recipes.export import fairrl_version
+
+        typer.echo(f"fairrl {fairrl_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the fairrl version and exit.")] = False,
+) -> None:  # fmt: skip
+    pass
+
+
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Start afresh in a folder that holds a run (removes that run's files).")
+]
+
+
 def demo_config_path() -> Path:
     return Path(str(resources.files("fairrl") / "configs" / "demo.yaml"))
 
 
-def _train(config: str | None, overrides: list[str], resume: str | None, out: str | None) -> Path:
-    from fairrl.config import load_config
-    from fairrl.recipes.grpo import resume_config, run_training
+def _train(config: str | None, overrides: list[str], resume: str | None, out: str | None,
+           overwrite: bool = False) -> Path:  # fmt: skip
+    from fairrl.config import TrainConfig, load_config
+    from fairrl.recipes.grpo import run_training
     from fairrl.report.run import write_run_report
+    from fairrl.trainer.run import continue_config
 
-    cfg = resume_config(resume, overrides) if resume else load_config(config, overrides)
-    run_dir = run_training(cfg, out=out, resume=resume, console=_echo)
+    cfg = continue_config(resume, config, overrides, TrainConfig) if resume else load_config(config, overrides)
+    run_dir = run_training(cfg, out=out, resume=resume, console=_echo, overwrite=overwrite)
     report = write_run_report(run_dir)
     if report is not None:
         typer.echo("\n" + report.read_text().split("## Training", 1)[0])
@@ -56,12 +79,13 @@ def _train(config: str | None, overrides: list[str], resume: str | None, out: st
 def train(
     config: Annotated[str | None, typer.Argument(help="YAML config (omit: built-in defaults; with --resume: the run's).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set algorithm.beta=0.04")] = None,
-    resume: Annotated[str | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the run in this folder with its saved config (--set may change e.g. max_steps) from its latest readable checkpoint.")] = None,
     out: Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Train a policy with a GRPO-family algorithm, evaluating before and after."""
     try:
-        _train(config, set_ or [], resume, out)
+        _train(config, set_ or [], resume, out, overwrite)
     except FairRLError as err:
         _fail(err)
 
@@ -70,17 +94,18 @@ def train(
 def demo(
     out: Annotated[str, typer.Option(help="Run folder.")] = "runs/demo",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the demo config.")] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """The main job: GRPO on BBQ + reasoning with the packaged SmolLM2-135M-Instruct, before/after report."""
-    if (Path(out) / "summary.json").exists() and (Path(out) / "report.md").exists():
+    if not overwrite and (Path(out) / "summary.json").exists() and (Path(out) / "report.md").exists():
         typer.echo((Path(out) / "report.md").read_text())
-        typer.echo(f"{out} holds a finished demo (above); delete it or pass --out DIR to run again")
+        typer.echo(f"{out} holds a finished demo (above); pass --overwrite or --out DIR to run again")
         return
-    resume = out if (Path(out) / "checkpoints" / "latest").exists() else None
+    resume = out if not overwrite and (Path(out) / "config.yaml").is_file() else None
     if resume:
-        typer.echo(f"{out} holds an interrupted demo; resuming it (delete the folder to start over)")
+        typer.echo(f"{out} holds an interrupted demo; resuming it (--overwrite starts over)")
     try:
-        _train(str(demo_config_path()), set_ or [], resume, out)
+        _train(None if resume else str(demo_config_path()), set_ or [], resume, out, overwrite)
     except FairRLError as err:
         _fail(err)
 
@@ -171,18 +196,20 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a key: --set fairness.kind=regularizer")
 ]
 ResumeOption = Annotated[
-    str | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")
+    str | None, typer.Option(help="Continue the run in this folder with its saved config (--set may change e.g. max_steps) from its latest readable checkpoint.")
 ]
 OutOption = Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")]
 
 
 def _preference_config(config: str | None, overrides: list[str], resume: str | None, schema):
-    from fairrl.config import load_config, run_config
+    from fairrl.config import load_config
+    from fairrl.trainer.run import continue_config
 
-    return run_config(resume, overrides, schema) if resume else load_config(config, overrides, schema=schema)
+    return continue_config(resume, config, overrides, schema) if resume else load_config(config, overrides, schema=schema)
 
 
-def _preference_run(kind: str, config: str | None, overrides: list[str], resume: str | None, out: str | None):
+def _preference_run(kind: str, config: str | None, overrides: list[str], resume: str | None, out: str | None,
+                    overwrite: bool = False):  # fmt: skip
     """Validate the config of an ``rm`` or ``dpo`` run and run it; user mistakes exit 2."""
     try:
         if kind == "rm":
@@ -191,7 +218,8 @@ def _preference_run(kind: str, config: str | None, overrides: list[str], resume:
         else:
             from fairrl.config import DPOTrainConfig as schema
             from fairrl.recipes.dpo import run_dpo as run
-        run(_preference_config(config, overrides, resume, schema), out=out, resume=resume, console=_echo)
+        run(_preference_config(config, overrides, resume, schema), out=out, resume=resume, console=_echo,
+            overwrite=overwrite)
     except FairRLError as err:
         _fail(err)
 
@@ -204,9 +232,10 @@ def rm_train(
     set_: SetOption = None,
     resume: ResumeOption = None,
     out: OutOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Train a reward model on preference pairs and report per-group accuracy, margins, Jain and Gini."""
-    _preference_run("rm", config, set_ or [], resume, out)
+    _preference_run("rm", config, set_ or [], resume, out, overwrite)
 
 
 @rm_app.command(name="compare")
@@ -248,9 +277,10 @@ def dpo_train(
     set_: SetOption = None,
     resume: ResumeOption = None,
     out: OutOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """DPO (optionally FR-DPO / FC-DPO) on preference pairs; per-group implicit-reward metrics."""
-    _preference_run("dpo", config, set_ or [], resume, out)
+    _preference_run("dpo", config, set_ or [], resume, out, overwrite)
 
 
 score_app = typer.Typer(no_args_is_help=True, help="Score predictions made by any system.")
@@ -265,17 +295,18 @@ def score_bbq(
     n_boot: Annotated[int, typer.Option(min=1)] = 1000,
 ) -> None:
     """Official BBQ accuracy and bias scores (s_AMB, s_DIS) per category of a predictions file."""
-    from fairrl.eval.predictions import score_bbq_predictions, scores_table
-    from fairrl.fsutil import write_json_atomic
+    from fairrl.eval.predictions import check_scores_path, score_bbq_predictions, scores_table, write_scores
 
     try:
+        if json_out:
+            check_scores_path(json_out)  # a folder or missing parent fails before the scoring
         scores = score_bbq_predictions(predictions, source=source, n_boot=n_boot)
+        typer.echo(scores_table(scores))
+        if json_out:
+            write_scores(json_out, scores)
+            typer.echo(f"wrote {json_out}")
     except FairRLError as err:
         _fail(err)
-    typer.echo(scores_table(scores))
-    if json_out:
-        write_json_atomic(Path(json_out), scores)
-        typer.echo(f"wrote {json_out}")
 
 
 @app.command()
@@ -317,6 +348,21 @@ def bench(
     if json_out:
         write_json_atomic(Path(json_out), report)
         typer.echo(f"wrote {json_out}")
+
+
+@app.command(name="export")
+def export(
+    run_dir: Annotated[str, typer.Argument(help="A finished GRPO or DPO run folder (with final/).")],
+    out: Annotated[str, typer.Option(help="New (or empty) folder to write.")],
+    merge: Annotated[bool, typer.Option("--merge", help="Merge LoRA into the base weights (else: adapter + base/).")] = False,
+) -> None:
+    """Write a run's trained model as a folder transformers / PEFT load offline, with a model card."""
+    from fairrl.recipes.export import export_run
+
+    try:
+        export_run(run_dir, out, merge=merge, console=_echo)
+    except FairRLError as err:
+        _fail(err)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m fairrl`

@@ -115,11 +115,11 @@ def build_dpo_learner(cfg: DPOTrainConfig) -> DPOLearner:
 
 
 def run_dpo(cfg: DPOTrainConfig, out: str | None = None, resume: str | None = None, console: Console = print,
-            progress: bool = True, learner: DPOLearner | None = None) -> Path:  # fmt: skip
+            progress: bool = True, learner: DPOLearner | None = None, overwrite: bool = False) -> Path:  # fmt: skip
     """Train (or resume) DPO / FR-DPO / FC-DPO, evaluate per group and write the report; returns the run folder."""
     from fairrl.report.preference import write_preference_report
 
-    run = prepare_run(cfg, "dpo", out, resume, console)
+    run = prepare_run(cfg, "dpo", out, resume, console, overwrite=overwrite)
     n = cfg.eval_pairs_per_group
     run.splits = PreferenceSplits(
         train=run.splits.train,
@@ -142,7 +142,7 @@ def run_dpo(cfg: DPOTrainConfig, out: str | None = None, resume: str | None = No
     if run.splits.heldout:
         after = learner.policy_preferences(run.splits.heldout)[1]
         extra["logp_after"] = preference_metrics(after, groups, n_boot=cfg.n_boot, seed=cfg.seed)
-    extra.update(evaluate_learner(learner, run.splits, cfg.n_boot, cfg.seed))
+    extra.update(evaluate_learner(learner, run.splits, cfg.n_boot, cfg.seed, progress=progress))
     finish_run(run, learner, steps, seconds, extra)
     report = write_preference_report(run.run_dir)
     console(report.read_text())

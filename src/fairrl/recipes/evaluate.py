@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fairrl.config import load_config
-from fairrl.console import Console
+from fairrl.console import Console, progress_scope
 from fairrl.fsutil import write_json_atomic, write_text_atomic
 from fairrl.models.loading import load_model, load_tokenizer
 from fairrl.models.policy import resolve_device
@@ -92,7 +92,8 @@ def run_suites(
         payload["models"][name] = entry
         for s in suites:
             t0 = time.perf_counter()
-            result = SUITES[s].run(model, tokenizer, data[s], opts)
+            with progress_scope(f"{name}: {s}" if len(models) > 1 else s):  # labels the suite's bars
+                result = SUITES[s].run(model, tokenizer, data[s], opts)
             entry["seconds"][s] = round(time.perf_counter() - t0, 2)
             _write_items(out_dir / "items" / f"{k}-{_slug(name)}" / f"{s}.jsonl", result.pop("items", []))
             entry["suites"][s] = result

@@ -4,7 +4,8 @@ Run folder layout (``runs/<run_name>/`` or ``--out``)::
 
     config.yaml         resolved config (also printed at start)
     metrics.jsonl       one row per step (TRL metric names + per-group rewards)
-    tensorboard/        the same as TensorBoard events
+    completions.jsonl   sampled completions with their rewards (log_completions)
+    tensorboard/        the same as TensorBoard events (report_to; wandb/, mlruns/ and trackers.json likewise)
     checkpoints/        step-NNNNNN/ folders + ``latest`` pointer (atomic); ``--resume`` continues from here
     eval_before.json    held-out evaluation of the starting model (every split of :mod:`fairrl.eval.heldout`)
     eval_after.json     the same after training
@@ -20,21 +21,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fairrl.config.base import run_config
 from fairrl.config.grpo import TrainConfig
 from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.stream import PromptStream
-from fairrl.errors import ConfigError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
-from fairrl.models.policy import build_policy, resolve_device
-from fairrl.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fairrl.models.policy import build_policy, check_completion_length, resolve_device
+from fairrl.rewards.check import check_rewards
+from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
+from fairrl.trainer.completions import completion_rows, format_completions
 from fairrl.trainer.grpo_step import GRPOStep, batch_metrics, make_reference, step_generator
+from fairrl.trainer.guard import step_guard
 from fairrl.trainer.logging import MetricsLogger
 from fairrl.trainer.optim import make_optimizer
-from fairrl.trainer.run import output_dir, save_final, start_run
+from fairrl.trainer.run import abandon_run, begin_run, continue_config, plan_run, save_final
+from fairrl.trainer.trackers import require_trackers
 
 
 def run_training(
@@ -46,43 +49,48 @@ def run_training(
     progress: bool = True,
     components: tuple[Any, Any] | None = None,
     data: RunData | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train (or resume) a GRPO-family run and write its folder; returns the run folder.
 
     ``components`` (tokenizer, model) and ``data`` replace what the config would load (tests and
-    programmatic use).
+    programmatic use). A new run needs a new or empty folder unless ``overwrite``
+    (:func:`~fairrl.trainer.run.plan_run`); the folder is written only once data and model have loaded.
     """
-    run_dir = Path(resume) if resume else output_dir(cfg, out)
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if resume and ckpt is None:
-        raise ConfigError(f"--resume {resume}: no checkpoint found under {run_dir / 'checkpoints'}")
-    start_run(cfg, run_dir, console)
+    folder = plan_run(cfg, out, resume, overwrite, console)
+    run_dir = folder.path
     device = resolve_device(cfg.model.device)
 
     # data first: a mistyped path fails in a second, not after the model has loaded
     data = data if data is not None else build_run_data(cfg.data, cfg.eval, cfg.seed)
+    check_rewards(cfg.rewards.functions)  # a bad reward name fails here too, before the model loads
+    require_trackers(cfg.report_to)  # so does a report_to tracker whose package is missing
     console(f"data: {len(data.train):,} training prompts; held out: "
             + ", ".join(f"{k} {len(v)}" for k, v in data.evals.items()))
     t0 = time.perf_counter()
     tokenizer, policy = components if components is not None else build_policy(cfg.model, device)
+    check_completion_length(policy, cfg.algorithm.max_completion_length)
     trainable, total = count_parameters(policy)
     console(f"model {cfg.model.name_or_path} on {device}: {trainable:,} trainable of {total:,} parameters "
             f"({time.perf_counter() - t0:.0f}s to load)")
 
+    begin_run(folder, cfg, console)
     before_path = run_dir / "eval_before.json"
-    if evaluate and data.evals and not before_path.exists():
-        console("evaluating the starting model ...")
-        write_json_atomic(before_path, evaluate_splits(policy, tokenizer, data, cfg, console))
+    try:  # a startup failure from here on removes a folder this run created (abandon_run)
+        if evaluate and data.evals and not before_path.exists():
+            console("evaluating the starting model ...")
+            before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress)
+            write_json_atomic(before_path, before)
 
-    step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy))
-    optimizer, scheduler = make_optimizer(cfg, policy, cfg.optimizer_steps)
-    start, position = 0, 0
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, policy, optimizer, scheduler)
-        start, position = state["step"], state["position"]
-        console(f"resumed from {ckpt} (step {start})")
+        step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy))
+        optimizer, scheduler = make_optimizer(cfg, policy, cfg.optimizer_steps)
+        state = resume_checkpoint(run_dir, policy, optimizer, scheduler, console) if folder.resume else None
+    except BaseException:
+        abandon_run(folder)
+        raise
+    start, position = (state["step"], state["position"]) if state else (0, 0)
     stream = PromptStream(data.train, cfg.seed, position)
-    logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard, resume_step=start if ckpt else None)
+    logger = MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
     names = cfg.rewards.labels()
     deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
     step = start
@@ -90,17 +98,24 @@ def run_training(
     try:
         while step < cfg.max_steps:
             t_step = time.perf_counter()
-            batch, ds_info = step_fn.collect(stream, step_generator(cfg.seed, step, device))
+            batch, ds_info = step_fn.collect(stream, step_generator(cfg.seed, step, device), step=step)
             t_gen = time.perf_counter() - t_step
             metrics = batch_metrics(batch, names)
             metrics.update(ds_info)
-            metrics.update(step_fn.update(batch, optimizer, scheduler))
+            # inf / NaN: stop, name the step, save nothing (fairrl.trainer.guard)
+            with step_guard(step + 1, run_dir, cfg.learning_rate):
+                metrics.update(step_fn.update(batch, optimizer, scheduler))
             step += 1
             metrics["step_time"] = time.perf_counter() - t_step
             metrics["time/generate"] = t_gen
             out_of_time = deadline is not None and time.perf_counter() > deadline
             if step % cfg.logging_steps == 0 or step == cfg.max_steps or out_of_time:
                 logger.log(step, metrics)
+            if cfg.log_completions and step % cfg.log_completions_steps == 0:
+                rows = completion_rows(batch, names)
+                logger.log_completions(step, rows)
+                if cfg.num_completions_to_print != 0:
+                    console(format_completions(step, rows, cfg.num_completions_to_print, batch.rollout.group_size))
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", zero_std=f"{metrics['frac_reward_zero_std']:.2f}")
             if step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time:
@@ -115,13 +130,15 @@ def run_training(
     save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
     if evaluate and data.evals:
         console("evaluating the trained model ...")
-        after = evaluate_splits(policy, tokenizer, data, cfg, console)
+        after = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress,
+                                trainer_state=step_fn.progress(step, stream))  # fmt: skip
         write_json_atomic(run_dir / "eval_after.json", after)
         before = json.loads(before_path.read_text()) if before_path.exists() else {}
         write_json_atomic(run_dir / "summary.json", {"steps": step, "before": before, "after": after})
     return run_dir
 
 
-def resume_config(run_dir: str, overrides: list[str]) -> TrainConfig:
-    """The saved config of a run folder, with overrides (e.g. a larger max_steps)."""
-    return run_config(run_dir, overrides, TrainConfig)
+def resume_config(run_dir: str, overrides: list[str], config: str | None = None) -> TrainConfig:
+    """The saved config of a run folder, with overrides (e.g. a larger max_steps); a ``config`` must equal
+    it (:func:`~fairrl.trainer.run.continue_config`)."""
+    return continue_config(run_dir, config, overrides, TrainConfig)

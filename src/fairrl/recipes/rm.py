@@ -17,7 +17,7 @@ from fairrl.console import Console
 from fairrl.data.preferences import PreferencePair
 from fairrl.eval.preference import evaluate_learner
 from fairrl.losses.preference import bradley_terry_loss
-from fairrl.models.loading import LoraSettings
+from fairrl.models.loading import LoraSettings, apply_lora
 from fairrl.models.policy import resolve_device
 from fairrl.models.reward_model import (
     RewardModel,
@@ -74,22 +74,18 @@ def build_rm_learner(cfg: RMTrainConfig) -> RMLearner:
     device = resolve_device(m.device)
     model, tok = build_reward_model(m.name_or_path, m.pooling, dtype=m.dtype,
                                     trust_remote_code=m.trust_remote_code, revision=m.revision)  # fmt: skip
-    if m.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
+    if m.lora is not None:  # apply_lora: target_modules matching nothing is a ConfigError naming the modules
         lora = LoraSettings(m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules)
-        model.backbone = get_peft_model(model.backbone, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-        ))  # fmt: skip
+        model.backbone = apply_lora(model.backbone, lora, task_type=None)
     return RMLearner(model.to(device), tok, cfg)
 
 
 def run_rm(cfg: RMTrainConfig, out: str | None = None, resume: str | None = None, console: Console = print,
-           progress: bool = True, learner: RMLearner | None = None) -> Path:  # fmt: skip
+           progress: bool = True, learner: RMLearner | None = None, overwrite: bool = False) -> Path:  # fmt: skip
     """Train (or resume) a reward model, evaluate it per group and write its report; returns the run folder."""
     from fairrl.report.preference import write_preference_report
 
-    run = prepare_run(cfg, "rm", out, resume, console)
+    run = prepare_run(cfg, "rm", out, resume, console, overwrite=overwrite)
     learner = learner or build_rm_learner(cfg)
     n_train = sum(p.numel() for p in learner.model.parameters() if p.requires_grad)
     console(f"reward model {cfg.model.name_or_path} ({learner.model.pooling} pooling): {n_train:,} trainable parameters; "
@@ -98,7 +94,8 @@ def run_rm(cfg: RMTrainConfig, out: str | None = None, resume: str | None = None
     steps = train_pairs(run, learner, console, progress=progress)
     seconds = time.perf_counter() - t0
     console(f"trained {steps} steps in {seconds:.0f}s; evaluating ...")
-    finish_run(run, learner, steps, seconds, evaluate_learner(learner, run.splits, cfg.n_boot, cfg.seed))
+    evaluation = evaluate_learner(learner, run.splits, cfg.n_boot, cfg.seed, progress=progress)
+    finish_run(run, learner, steps, seconds, evaluation)
     report = write_preference_report(run.run_dir)
     console(report.read_text())
     console(f"run folder: {run.run_dir}  (report: {report})")
@@ -132,7 +129,7 @@ def run_rm_compare(cfg: RMTrainConfig, kinds: list[str], seeds: list[int], out: 
             sub = cfg.model_copy(deep=True)
             sub.fairness.kind = kind  # type: ignore[assignment]
             sub.seed = seed
-            resume = str(run_dir) if (run_dir / "checkpoints" / "latest").exists() else None
+            resume = str(run_dir) if (run_dir / "config.yaml").exists() else None  # interrupted: continue
             console(f"== {kind}, seed {seed} ==")
             run_rm(sub, out=str(run_dir), resume=resume, console=lambda s: None, progress=progress)
     report = write_comparison_report(root, kinds, seeds)

@@ -29,14 +29,15 @@ import torch
 from fairrl.advantages import ESTIMATORS, combine_rewards, group_stats
 from fairrl.advantages.shaping import group_balance_weights, overlong_penalty
 from fairrl.config.grpo import TrainConfig
-from fairrl.data.records import Example, rows_to_columns
+from fairrl.data.records import Example, column_names, rows_to_columns, trl_sample
 from fairrl.data.stream import PromptStream
 from fairrl.losses import part_share, policy_loss
 from fairrl.models.logprobs import completion_logprobs
-from fairrl.rewards import evaluate_rewards, get_reward
+from fairrl.rewards import RewardLogs, TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.rollout.generate import Rollout, left_pad, sample_groups
 from fairrl.trainer.batch import Batch
 from fairrl.trainer.dynamic_sampling import dynamic_sampling
+from fairrl.trainer.guard import check_value, check_weights
 from fairrl.trainer.microbatch import micro_batches
 from fairrl.trainer.optim import clip_gradients
 
@@ -74,6 +75,14 @@ class GRPOStep:
             for label, spec in zip(cfg.rewards.labels(), cfg.rewards.functions, strict=True)
         }
         self.reward_weights = [spec.weight for spec in cfg.rewards.functions]
+        self.trainer_state = TrainerState(global_step=0, max_steps=cfg.max_steps, epoch=0.0)
+        """Progress passed to reward functions (``trainer_state``); :meth:`collect` updates it."""
+        self.reward_logs = RewardLogs()
+        """What reward functions log (``log_metric`` / ``log_extra``) during the current step."""
+        self.columns: list[str] = []
+        """Every column of the training data (set by :meth:`collect`): each batch carries all of them."""
+        self._columns_of: list[Example] | None = None
+        self._collected = 0
         eos = tokenizer.eos_token_id
         self.eos_ids = sorted({eos} | set(_as_list(getattr(policy.generation_config, "eos_token_id", None))))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -99,31 +108,63 @@ class GRPOStep:
             share_prompt=self.alg.share_prompt,
         )
         texts = self.tokenizer.batch_decode(r.completion_ids.cpu(), skip_special_tokens=True)
-        per_fn = self.score(examples, texts)  # [P*G, K]
+        ids = [row[m.bool()].tolist() for row, m in zip(r.completion_ids.cpu(), r.completion_mask.cpu(), strict=True)]
+        logs = RewardLogs()
+        per_fn = self.score(examples, texts, ids, logs=logs)  # [P*G, K]
+        self.reward_logs.merge(logs)
         G = self.alg.num_generations
         per_fn = per_fn.view(len(examples), G, -1)
+        check_weighted_sum(per_fn, self.reward_weights, list(self.reward_fns))
         rewards = combine_rewards(per_fn, self.reward_weights, self.alg.multi_objective_aggregation)
         if self.alg.overlong_buffer:
             pen = overlong_penalty(r.lengths.cpu(), self.alg.max_completion_length, self.alg.overlong_buffer)
             rewards = rewards + self.alg.overlong_penalty * pen.view_as(rewards)
-        return Batch(examples=examples, rollout=r, texts=texts, rewards=rewards, per_fn=per_fn)
+        return Batch(examples=examples, rollout=r, texts=texts, rewards=rewards, per_fn=per_fn,
+                     extra=logs.extra_columns(len(texts)))  # fmt: skip
 
-    def score(self, examples: list[Example], texts: list[str]) -> torch.Tensor:
+    def score(self, examples: list[Example], texts: list[str], completion_ids: list[list[int]] | None = None,
+              logs: RewardLogs | None = None) -> torch.Tensor:  # fmt: skip
+        """Reward functions on the G completions of each example -> ``[P*G, K]`` (TRL's contract: each
+        sample in its data's format, every training column, ``completion_ids``, ``trainer_state``,
+        ``log_extra`` / ``log_metric`` into ``logs``, default :attr:`reward_logs`)."""
         G = self.alg.num_generations
         rows = [e.row() for e in examples for _ in range(G)]
-        columns = rows_to_columns(rows)
-        prompts = columns.pop("prompt")
-        completions = [[{"role": "assistant", "content": t}] for t in texts]
-        return evaluate_rewards(self.reward_fns, prompts, completions, columns, on_error=self.cfg.rewards.on_error)
+        columns = rows_to_columns(rows, self.columns)
+        columns.pop("prompt")
+        samples = [trl_sample(e, t) for e, t in zip((e for e in examples for _ in range(G)), texts, strict=True)]
+        return evaluate_rewards(
+            self.reward_fns, [p for p, _ in samples], [c for _, c in samples], columns,
+            on_error=self.cfg.rewards.on_error, completion_ids=completion_ids, trainer_state=self.trainer_state,
+            logs=self.reward_logs if logs is None else logs, timeout=self.cfg.rewards.timeout,
+        )  # fmt: skip
 
-    def collect(self, stream: PromptStream, generator: torch.Generator) -> tuple[Batch, dict[str, float]]:
-        """Sample a batch of P prompts; with DAPO dynamic sampling, refill zero-variance groups (capped)."""
+    def collect(self, stream: PromptStream, generator: torch.Generator, step: int | None = None
+                ) -> tuple[Batch, dict[str, float]]:  # fmt: skip
+        """Sample a batch of P prompts; with DAPO dynamic sampling, refill zero-variance groups (capped).
+
+        ``step``: steps completed so far (``trainer_state.global_step``; None = count calls). Returns the
+        batch and step metrics: dynamic sampling's, and what the reward functions logged
+        (:class:`~fairrl.rewards.RewardLogs`: ``log_metric`` names, ``extra/<column>/mean``).
+        """
+        if self._columns_of is not stream.examples:  # once per training set: the union of its columns
+            self.columns, self._columns_of = column_names(stream.examples), stream.examples
+        self.progress(step if step is not None else self.trainer_state.global_step + (self._collected > 0), stream)
+        self._collected += 1
+        self.reward_logs.flush()  # drop anything logged outside a step
         P = self.alg.prompts_per_step
         batch = self.rollout(stream.take(P), generator)
         if not self.alg.dynamic_sampling:
-            return batch, {"dynamic_sampling/rounds": 0.0, "dynamic_sampling/dropped": 0.0}
-        refill = lambda n: self.rollout(stream.take(n), generator)  # noqa: E731
-        return dynamic_sampling(batch, refill, P, self.alg.max_resample_rounds, self.pad_id)
+            info = {"dynamic_sampling/rounds": 0.0, "dynamic_sampling/dropped": 0.0}
+        else:
+            refill = lambda n: self.rollout(stream.take(n), generator)  # noqa: E731
+            batch, info = dynamic_sampling(batch, refill, P, self.alg.max_resample_rounds, self.pad_id)
+        return batch, {**info, **self.reward_logs.flush()}
+
+    def progress(self, step: int, stream: PromptStream) -> TrainerState:
+        """Set :attr:`trainer_state` to ``step`` steps done and the prompts ``stream`` has drawn; returns it."""
+        self.trainer_state.global_step = step
+        self.trainer_state.epoch = stream.position / max(len(stream.examples), 1)
+        return self.trainer_state
 
     # -- update --------------------------------------------------------------------------
     def update(self, batch: Batch, optimizer, scheduler) -> dict[str, float]:
@@ -174,7 +215,10 @@ class GRPOStep:
                 if entropy is not None:
                     sums["entropy"] = sums.get("entropy", 0.0) + share * float(entropy)
             grad_norm = clip_gradients(self.policy.parameters(), self.cfg.max_grad_norm)
+            check_value("loss", sums.get("loss", 0.0))  # before the step: a NaN here would reach every weight
+            check_value("gradient norm", grad_norm)
             optimizer.step()
+            check_weights(self.policy.parameters())
             scheduler.step()
             if it > 0:
                 sums.pop("entropy", None)
