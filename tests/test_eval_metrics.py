@@ -159,3 +159,14 @@ def test_group_summary_skips_nan_groups():
     assert (s["gap"], s["jain"], s["gini"]) == pytest.approx((2.0, 0.8, 0.25))
     empty = group_summary({"a": math.nan})
     assert math.isnan(empty["gap"]) and empty["min_group"] is None
+
+
+def test_mean_accuracy_weighs_both_conditions_equally():
+    """4 ambiguous items, 3 correct (0.75); 2 disambiguated, 1 correct (0.5): mean (0.75 + 0.5) / 2 = 0.625,
+    not the pooled 4/6. The interval holds the point and lies in [0, 1]."""
+    from fairrl.eval.bbq import mean_accuracy
+
+    items = [ex("ambig", label=0, i=i) for i in range(4)] + [ex("disambig", label=0, i=4 + i) for i in range(2)]
+    preds = [0, 0, 0, 1, 0, 1]
+    point, (lo, hi) = mean_accuracy(items, preds, n_boot=200)
+    assert point == 0.625 and 0.0 <= lo <= point <= hi <= 1.0

@@ -28,6 +28,7 @@ LAYERS = [
     {"report"},
     {"recipes"},
     {"bench"},
+    {"multiseed"},
     {"cli", "__main__"},
 ]
 

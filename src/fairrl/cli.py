@@ -55,6 +55,14 @@ OverwriteOption = Annotated[
 ]
 
 
+SeedsOption = Annotated[
+    str | None,
+    typer.Option(help="Run the config once per seed (0,1,2 or 0-4) into OUT/seed-<s> and write OUT/seeds_report.md; "
+                 "rerun the same command to resume."),
+]
+JobsOption = Annotated[int, typer.Option(min=1, help="With --seeds: seeds run at once, one process each.")]
+
+
 def demo_config_path() -> Path:
     return Path(str(resources.files("fairrl") / "configs" / "demo.yaml"))
 
@@ -82,12 +90,33 @@ def train(
     resume: Annotated[str | None, typer.Option(help="Continue the run in this folder with its saved config (--set may change e.g. max_steps) from its latest readable checkpoint.")] = None,
     out: Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")] = None,
     overwrite: OverwriteOption = False,
+    seeds: SeedsOption = None,
+    jobs: JobsOption = 1,
 ) -> None:
     """Train a policy with a GRPO-family algorithm, evaluating before and after."""
     try:
-        _train(config, set_ or [], resume, out, overwrite)
+        if seeds:
+            _seeds(config, set_ or [], seeds, out, jobs, resume, overwrite)
+        else:
+            _train(config, set_ or [], resume, out, overwrite)
     except FairRLError as err:
         _fail(err)
+
+
+def _seeds(config, overrides, seeds, out, jobs, resume=None, overwrite=False) -> None:
+    from fairrl.config import load_config
+    from fairrl.errors import ConfigError
+    from fairrl.multiseed import parse_seeds, run_seeds
+
+    if resume or overwrite:
+        raise ConfigError("--seeds resumes by itself (rerun the same command); drop --resume / --overwrite")
+    if out is None:
+        cfg = load_config(config, overrides)
+        out = str(Path(cfg.output_dir) / cfg.run_name)
+    train_one = lambda c, o, r, d: _train(c, o, r, None if r else d)  # noqa: E731
+    report = run_seeds(config, overrides, parse_seeds(seeds), out, train_one, console=_echo, jobs=jobs)
+    typer.echo("\n" + report.read_text())
+    typer.echo(f"seeds report: {report}")
 
 
 @app.command()
@@ -95,8 +124,17 @@ def demo(
     out: Annotated[str, typer.Option(help="Run folder.")] = "runs/demo",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the demo config.")] = None,
     overwrite: OverwriteOption = False,
+    seeds: SeedsOption = None,
+    jobs: JobsOption = 1,
 ) -> None:
     """The main job: GRPO on BBQ + reasoning with the packaged SmolLM2-135M-Instruct, before/after report."""
+    if seeds:
+        try:
+            _seeds(str(demo_config_path()), set_ or [], seeds, "runs/demo_seeds" if out == "runs/demo" else out,
+                   jobs, overwrite=overwrite)  # fmt: skip
+        except FairRLError as err:
+            _fail(err)
+        return
     if not overwrite and (Path(out) / "summary.json").exists() and (Path(out) / "report.md").exists():
         typer.echo((Path(out) / "report.md").read_text())
         typer.echo(f"{out} holds a finished demo (above); pass --overwrite or --out DIR to run again")

@@ -272,7 +272,24 @@ def summarise(
     """Per-condition scores with intervals, the disambiguated unknown rate and the item count."""
     out: dict[str, Any] = {"n": len(examples), **condition_summary(examples, preds, n_boot, seed)}
     out["disambig_unknown_rate"] = disambig_unknown_rate(examples, preds)
+    if "ambig" in out and "disambig" in out:
+        out["mean_accuracy"], out["mean_accuracy_ci"] = mean_accuracy(examples, preds, n_boot, seed)
     return out
+
+
+def mean_accuracy(
+    examples: Sequence[Example], preds: Sequence[int | None], n_boot: int = 1000, seed: int = 0
+) -> tuple[float, tuple[float, float]]:
+    """(acc_ambig + acc_disambig) / 2 and its 95% bootstrap interval, resampling each condition on its
+    own (stratified), so the two conditions weigh the same however many items each has."""
+    flags = bbq_flags(examples, preds)
+    means = []
+    for k, cond in enumerate(CONDITIONS):
+        correct = flags["correct"][flags["ambig"] == (cond == "ambig")].astype(np.float64)  # [n_cond]
+        boot = [correct[idx].mean(-1) for idx in bootstrap_indices(correct.size, n_boot, seed + 7919 * k)]
+        means.append((correct.mean(), np.concatenate(boot)))  # point, [n_boot]
+    point = float((means[0][0] + means[1][0]) / 2)
+    return point, percentile_interval((means[0][1] + means[1][1]) / 2)
 
 
 def evaluate_bbq(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fairrl.eval.fairness import group_summary
+from fairrl.report.health import health_markdown, run_checks
 from fairrl.trainer.logging import read_metrics
 
 Row = tuple[str, str | tuple[str, ...]]  # (label, dotted path or tuple of keys)
@@ -87,7 +88,8 @@ def before_after_table(before: dict[str, Any], after: dict[str, Any], rows: list
 
 def bbq_rows(split: str, scope: str = "overall", generation: bool = False) -> list[Row]:
     """Headline BBQ rows of one split (``scope`` = ``overall`` or ``by_category.<name>``)."""
-    rows = [(label, f"{split}.{scope}.{path}") for label, path in BBQ_METRICS]
+    rows = [("accuracy, mean of ambiguous and disambiguated", f"{split}.{scope}.mean_accuracy")]
+    rows += [(label, f"{split}.{scope}.{path}") for label, path in BBQ_METRICS]
     rows.append(("'unknown' answers on disambiguated items", f"{split}.{scope}.disambig.unknown_rate"))
     if generation:
         rows.append(("unparseable replies (count)", f"{split}.unparseable"))
@@ -286,7 +288,9 @@ def write_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any],
     others = tuple(s for s in {**before, **after} if s not in covered)
     if others:
         parts += _section("Other evaluations", others, before, after)
-    parts += ["## Training", "", training_summary(Path(metrics_path)), "", "## Plots", ""]
+    parts += ["## Training", "", training_summary(Path(metrics_path)), ""]
+    rows = read_metrics(Path(metrics_path)) if Path(metrics_path).exists() else []
+    parts += ["## Training health", "", health_markdown(run_checks(rows, summary)), "", "## Plots", ""]
     plots = sorted(p.name for p in run_dir.glob("*.png"))
     parts += [f"![{name}]({name})" for name in plots] or ["No plots were written."]
     path = run_dir / "report.md"
