@@ -42,6 +42,8 @@ def test_train_writes_a_complete_run_folder(model_dir, tmp_path):
         assert (out / name).exists(), name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
+    report = (out / "report.md").read_text()
+    assert "## Training health" in report and "## Demo targets" in report and "| accuracy rises |" in report
     assert "frac_reward_zero_std" in rows[0] and "rewards/bbq_correct/mean" in rows[0]
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["before"]) == set(summary["after"])
