@@ -8,9 +8,8 @@ recorded in ``shared/reference/EXPERIMENTS.md`` (format reward 0.9 -> 0.1, compl
 zero-variance share 0.75-1.0 by step 40, "unknown" on disambiguated items 0.19 -> 0.47):
 
 - **reward trend**: mean reward of the last ``window`` steps below the first ``window``;
-- **collapse**: the total reward or one reward function's mean fell by half or more from its peak
-  (moving mean over ``smooth`` steps), measured from the curve's floor so a curve that starts negative
-  is judged by how much of its gain it lost;
+- **collapse**: the total reward or one reward function's mean (moving mean over a quarter of the run)
+  fell from its peak into the lower half of its range, by more than the steps' noise;
 - **zero-variance share**: more than 0.6 of the groups in the last ``window`` steps had identical rewards;
 - **entropy**: mean token entropy of the last ``window`` steps below half the first's;
 - **length**: mean completion length of the last ``window`` steps below half the first's;
@@ -51,15 +50,25 @@ def moving_means(values: list[float], smooth: int) -> list[float]:
 
 
 def collapse(values: list[float], smooth: int = 5) -> tuple[float, int, float] | None:
-    """(peak, index of the peak, final) of the moving mean when the curve lost at least half of its
-    gain over its floor before the peak; None when it did not (or when it never rose)."""
+    """(peak, index of the peak, final) of the ``smooth``-step moving mean when the curve fell from its
+    peak into the lower half of its range and by more than step-to-step noise; None otherwise.
+
+    Lower half: final <= peak - (peak - lowest) / 2, over the moving mean, so a penalty curve (values
+    <= 0, e.g. bbq_overcaution) that slides from near 0 to its lowest is caught like a reward that
+    climbs and falls back. Noise: the fall must exceed twice the standard error of a difference of two
+    ``smooth``-step means, ``2 * sqrt(2) * sd / sqrt(smooth)`` with ``sd`` the standard deviation of the
+    per-step values (a per-step reward over 4 prompts is noisy; without this, the peak of a moving mean
+    of pure noise would look like a collapse).
+    """
     if len(values) < 2 * smooth:
         return None
     m = moving_means(values, smooth)[smooth - 1 :]  # full windows only
     peak_i = max(range(len(m)), key=m.__getitem__)
-    floor = min(m[: peak_i + 1])
-    gain = m[peak_i] - floor
-    if gain <= 1e-9 or m[-1] > m[peak_i] - COLLAPSE_FRACTION * gain:
+    span = m[peak_i] - min(m)
+    mu = _mean(values)
+    sd = math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
+    noise = 2 * math.sqrt(2) * sd / math.sqrt(smooth)
+    if span <= 1e-9 or m[-1] > m[peak_i] - COLLAPSE_FRACTION * span or m[peak_i] - m[-1] <= noise:
         return None
     return m[peak_i], peak_i + smooth - 1, m[-1]
 
@@ -68,8 +77,10 @@ def _window(n: int, window: int) -> int:
     return max(1, min(window, n // 3))
 
 
-def training_checks(rows: list[dict[str, Any]], window: int = 10, smooth: int = 5) -> list[Check]:
-    """The checks on the logged steps (``rows`` of metrics.jsonl, in step order)."""
+def training_checks(rows: list[dict[str, Any]], window: int = 10, smooth: int | None = None) -> list[Check]:
+    """The checks on the logged steps (``rows`` of metrics.jsonl, in step order); ``smooth`` (the moving
+    mean of the collapse check) defaults to a quarter of the run, at least 3 steps."""
+    smooth = smooth or max(3, len(rows) // 4)
     if len(rows) < 3:
         return [Check("steps", True, f"only {len(rows)} step(s) logged: too few to judge the training curves")]
     k = _window(len(rows), window)
@@ -89,11 +100,12 @@ def training_checks(rows: list[dict[str, Any]], window: int = 10, smooth: int = 
             step = rows[at].get("step", at + 1)
             checks.append(Check(
                 f"collapse of {key}", False,
-                f"{key} fell from {peak:.3f} (moving mean at step {step}) to {final:.3f}: the policy lost at "
-                "least half of what it had gained; a shorter run, a lower learning rate or beta > 0 may keep it",
+                f"{key} fell from {peak:.3f} (moving mean at step {step}) to {final:.3f}, beyond its step-to-step "
+                "noise: the policy is losing what it had learned; a shorter run, a lower learning rate or "
+                "beta > 0 may keep it",
             ))  # fmt: skip
     if not any(c.name.startswith("collapse") for c in checks):
-        checks.append(Check("collapse", True, "no reward curve lost half of its gain from its peak"))
+        checks.append(Check("collapse", True, "no reward curve fell from its peak beyond noise"))
     zero = _mean(_values(rows, "frac_reward_zero_std")[-k:])
     if not math.isnan(zero):
         checks.append(Check(

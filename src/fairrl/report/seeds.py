@@ -109,7 +109,7 @@ def seeds_markdown(
         bad = [c.name for c in health[s] if not c.ok]
         parts.append(f"| {s} | {fmt(first)} | {fmt(last)} | {'warnings: ' + '; '.join(bad) if bad else 'healthy'} |")
     collapsed = [s for s in seeds if any(c.name.startswith("collapse of") and not c.ok for c in health[s])]
-    parts += ["", f"Collapsed seeds (a reward curve lost half of its gain): {', '.join(map(str, collapsed)) or 'none'}."]
+    parts += ["", f"Seeds with a collapse warning (a reward curve fell from its peak into the lower half of its range, beyond noise): {', '.join(map(str, collapsed)) or 'none'}."]
     return "\n".join(parts) + "\n"
 
 
