@@ -67,15 +67,40 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("fairrl") / "configs" / "demo.yaml"))
 
 
+TRAIN_METHODS = {
+    "grpo": ("fairrl.recipes.grpo", "run_training"),
+    "ppo": ("fairrl.recipes.ppo", "run_ppo"),
+    "sft": ("fairrl.recipes.sft", "run_sft"),
+    "kd": ("fairrl.recipes.kd", "run_kd"),
+}
+"""``method:`` -> (module, function) of the recipe that trains it, imported when used."""
+
+
+def _train_function(method: str):
+    """The run function of ``method``; a recipe that is not there yet is a ConfigError."""
+    import importlib
+
+    from fairrl.errors import ConfigError
+
+    module, name = TRAIN_METHODS[method]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise
+        raise ConfigError(f"method {method} is not available yet; use one of "
+                          f"{', '.join(m for m in TRAIN_METHODS if m != method)}") from None  # fmt: skip
+
+
 def _train(config: str | None, overrides: list[str], resume: str | None, out: str | None,
            overwrite: bool = False) -> Path:  # fmt: skip
     from fairrl.config import TrainConfig, load_config
-    from fairrl.recipes.grpo import run_training
     from fairrl.report.run import write_run_report
     from fairrl.trainer.run import continue_config
 
     cfg = continue_config(resume, config, overrides, TrainConfig) if resume else load_config(config, overrides)
-    run_dir = run_training(cfg, out=out, resume=resume, console=_echo, overwrite=overwrite)
+    run = _train_function(cfg.method)
+    run_dir = run(cfg, out=out, resume=resume, console=_echo, overwrite=overwrite)
     report = write_run_report(run_dir)
     if report is not None:
         typer.echo("\n" + report.read_text().split("## Training", 1)[0])
@@ -93,7 +118,7 @@ def train(
     seeds: SeedsOption = None,
     jobs: JobsOption = 1,
 ) -> None:
-    """Train a policy with a GRPO-family algorithm, evaluating before and after."""
+    """Train a policy (method: grpo, ppo, sft or kd; --set method=sft), evaluating before and after."""
     try:
         if seeds:
             _seeds(config, set_ or [], seeds, out, jobs, resume, overwrite)

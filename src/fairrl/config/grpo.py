@@ -22,6 +22,8 @@ from pydantic import Field, model_validator
 from fairrl.config.base import Strict
 from fairrl.config.common import ModelConfig, RunConfig, RunName
 from fairrl.config.data import DataConfig
+from fairrl.config.methods import KDConfig, SFTConfig
+from fairrl.config.ppo import PPOConfig
 
 
 def keeps_groups(size: int, group_size: int) -> bool:
@@ -42,8 +44,9 @@ class RewardSpec(Strict):
 class AlgorithmConfig(Strict):
     advantage_estimator: Literal["grpo", "dr_grpo", "rloo", "ngrpo", "unlikeliness"] = "grpo"
     """How rewards become advantages (see fairrl.advantages)."""
-    num_generations: int = Field(8, ge=2)
-    """Completions per prompt (G); at least 2, since a group of one has no baseline."""
+    num_generations: int = Field(8, ge=1)
+    """Completions per prompt (G); at least 2 for the GRPO family, since a group of one has no baseline
+    (method: ppo accepts 1: its baseline is the critic)."""
     prompts_per_step: int = Field(4, ge=1)
     """Prompts per optimiser batch (P); a batch holds P x G completions."""
     max_prompt_length: int = Field(512, ge=8)
@@ -153,8 +156,11 @@ class EvalConfig(Strict):
 
 
 class TrainConfig(RunConfig):
+    method: Literal["grpo", "ppo", "sft", "kd"] = "grpo"
+    """Training method: grpo (the GRPO family, ``algorithm:``), ppo, sft (``sft:``) or kd (``kd:``); every
+    method shares the data, the held-out evaluation before and after, and the run folder."""
     run_name: RunName = "grpo"
-    """Name of the run folder under output_dir."""
+    """Name of the run folder under output_dir (unset: the method's name)."""
     max_steps: int = Field(40, ge=1)
     """Generated batches (each followed by num_iterations optimiser steps)."""
     log_completions: bool = False
@@ -169,6 +175,12 @@ class TrainConfig(RunConfig):
     rewards: RewardsConfig = Field(default_factory=RewardsConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    """Supervised fine-tuning on the data's own targets (method: sft; kd's sequences use its lengths)."""
+    kd: KDConfig = Field(default_factory=KDConfig)
+    """Knowledge distillation from a teacher (method: kd)."""
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    """PPO with a learned critic (method: ppo; sampling and clipping from ``algorithm:``)."""
 
     renamed_keys: ClassVar[dict[str, str]] = {
         "algorithm.learning_rate": "learning_rate",
@@ -177,11 +189,24 @@ class TrainConfig(RunConfig):
         "algorithm.max_grad_norm": "max_grad_norm",
     }
 
+    @model_validator(mode="before")
+    @classmethod
+    def _run_name_of_method(cls, data: Any) -> Any:
+        """A run without a run_name is named after its method (runs/sft, runs/kd, ...)."""
+        if isinstance(data, dict) and "run_name" not in data and isinstance(data.get("method"), str):
+            return {**data, "run_name": data["method"]}
+        return data
+
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:
         if not self.rewards.functions:
             raise ValueError("rewards.functions is empty: name at least one reward function")
         m, G = self.algorithm.micro_batch_size, self.algorithm.num_generations
+        if G < 2 and self.method == "grpo":
+            raise ValueError(
+                f"algorithm.num_generations={G}: must be greater than or equal to 2 for method 'grpo' (a group "
+                "of one has no baseline); method: ppo, whose baseline is its critic, may sample one"
+            )
         if m is not None and not keeps_groups(m, G):
             raise ValueError(
                 f"algorithm.micro_batch_size={m} must divide num_generations={G} or be a multiple of it "

@@ -8,6 +8,10 @@ A row holds a ``prompt`` column in one of TRL's two formats:
   used as it is; ``system_prompt`` is put first only when the conversation has no system message of
   its own. It must not end with an assistant message, which is what the policy is to write.
 
+A file without a ``prompt`` column may hold TRL's conversational language-modelling rows instead, a
+``messages`` list ending with the assistant's reply: the reply becomes the ``completion`` column (the
+target of ``method: sft``) and the messages before it the prompt.
+
 Every other column (``completion``, a reference answer, ...) is kept unchanged in ``Example.columns``:
 reward functions receive the columns as keyword lists (TRL's ``fn(prompts, completions, **columns)``;
 ``completion`` is left out, as TRL does). A string prompt is also kept as ``Example.prompt_text``, so
@@ -94,6 +98,20 @@ def _prompt(value: Any, column: str, system_prompt: str | None, at: str) -> list
     )
 
 
+def _split_messages(row: dict[str, Any], at: str) -> dict[str, Any]:
+    """A row in TRL's conversational language-modelling form (``messages`` ending with the assistant's
+    reply) as prompt-completion: ``prompt`` = the messages before the last one, ``completion`` = that
+    last assistant message (a list, TRL's conversational completion). Other rows are returned as they are."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return row
+    if messages[-1].get("role") != "assistant" or len(messages) < 2:
+        raise DataError(f"{at}: 'messages' must end with the assistant's reply after at least one prompt "
+                        "message, or give 'prompt' (and 'completion') columns instead")  # fmt: skip
+    out = {k: v for k, v in row.items() if k != "messages"}
+    return {**out, "prompt": messages[:-1], "completion": [messages[-1]]}
+
+
 def _groups(
     rows: list[tuple[str, dict[str, Any]]], group_column: str | None, name: str
 ) -> list[str]:
@@ -146,6 +164,8 @@ def user_examples(
     ``require_local``: refuse hub ids (a source of kind ``jsonl``).
     """
     rows, where = _rows(source, split, require_local)
+    if prompt_column == "prompt" and not any("prompt" in row for _, row in rows):
+        rows = [(at, _split_messages(row, at)) for at, row in rows]  # TRL's `messages` form, if that is it
     if not any(prompt_column in row for _, row in rows):
         present = list(dict.fromkeys(k for _, row in rows for k in row))
         raise DataError(

@@ -45,6 +45,7 @@ TRAINING_KEYS = (
     "frac_reward_zero_std",
     "entropy",
     "group_reward_gap",
+    "loss",
 )
 # FairReason (arXiv 2507.23067) counts a debiasing method as keeping reasoning when >= 88% of it is retained.
 REASONING_RETENTION_TARGET = 0.88
@@ -187,6 +188,20 @@ def training_summary(metrics_path: Path, window: int = 10) -> str:
     return "\n".join(out)
 
 
+def _method_head(config: dict[str, Any]) -> str | None:
+    """How an sft or kd run trains, in a few words (None for the GRPO family, described by its keys)."""
+    if config.get("method") == "sft":
+        sft = config.get("sft") or {}
+        return f"SFT on the data's targets, {sft.get('batch_size')} examples per step"
+    if config.get("method") == "kd":
+        kd = config.get("kd") or {}
+        teacher = f"teacher `{kd['teacher']}`" if kd.get("teacher") else "context distillation of the starting model"
+        how = f"{kd.get('loss')} (beta {kd.get('beta')}), lmbda {kd.get('lmbda')}" if kd.get("mode") == "token" else (
+            "SFT on teacher samples" + (", best by reward" if kd.get("filter_by_reward") else ""))  # fmt: skip
+        return f"KD {kd.get('mode')}-level: {teacher}, {how}, {kd.get('batch_size')} prompts per step"
+    return None
+
+
 def config_summary(config: dict[str, Any], steps: Any = None) -> str:
     """Lines naming the model, method, data mixture and rewards of a run config (absent keys left out)."""
     model, alg, data = config.get("model") or {}, config.get("algorithm") or {}, config.get("data") or {}
@@ -196,7 +211,10 @@ def config_summary(config: dict[str, Any], steps: Any = None) -> str:
     if model:
         adapter = f"LoRA r={model['lora'].get('r')}" if model.get("lora") else "full fine-tuning"
         lines.append(f"- model: `{model.get('name_or_path')}` ({adapter})")
+    if config.get("method") in ("sft", "kd"):  # the GRPO sampling keys do not apply
+        alg = {}
     method = [
+        _method_head(config),
         f"{alg['advantage_estimator']} advantages" if "advantage_estimator" in alg else None,
         f"loss `{alg['loss_type']}`" if "loss_type" in alg else None,
         f"{alg.get('prompts_per_step')} prompts x {alg.get('num_generations')} completions per step"

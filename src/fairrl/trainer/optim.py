@@ -19,13 +19,15 @@ from fairrl.config.common import RunConfig
 
 
 def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over ``params``, fused when every parameter allows it."""
+    """AdamW over ``params`` (tensors, or torch parameter groups: dicts with ``params`` and their own
+    ``lr``), fused when every parameter allows it."""
     params = list(params)
-    devices = {p.device.type for p in params}
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    devices = {p.device.type for p in tensors}
     fused = (
         len(devices) == 1
         and devices <= {"cpu", "cuda"}
-        and all(p.is_floating_point() for p in params)
+        and all(p.is_floating_point() for p in tensors)
     )
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
@@ -55,9 +57,11 @@ p capped at 1.
     raise ValueError(f"lr_scheduler_type must be constant, linear or cosine, got {kind!r}")
 
 
-def make_optimizer(cfg: RunConfig, model: torch.nn.Module, total_steps: int):
-    """AdamW over the trainable parameters of ``model`` and its LambdaLR schedule over ``total_steps``."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module | None, total_steps: int, params=None):
+    """AdamW over the trainable parameters of ``model`` (or over ``params``: tensors or parameter groups,
+    each group's ``lr`` its peak) and its LambdaLR schedule over ``total_steps`` (every group alike)."""
+    if params is None:
+        params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warm = warmup_length(cfg.warmup_steps, cfg.warmup_ratio, total_steps)
     kind = cfg.lr_scheduler_type

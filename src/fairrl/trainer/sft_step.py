@@ -1,0 +1,86 @@
+"""The pieces SFT and KD steps share: prompts and replies as token ids, a supervised update, sampling.
+
+- :class:`ReplyEncoder`: a prompt is its chat rendering with the generation prompt (as in GRPO and the
+  evaluation); a reply is its text's tokens followed by the chat template's end-of-turn token - the
+  sequence the likelihood evaluation scores and greedy generation stops at.
+  Deviation from TRL's ``SFTTrainer``: TRL renders prompt + completion with the chat template and trains
+  on every token after the prompt, so whatever the template puts after the end-of-turn token (a newline
+  in ChatML) is learned too; here the reply ends at the end-of-turn token.
+- :func:`sft_update`: the completion-only NLL (:func:`fairrl.losses.sft.sft_loss`) over one batch,
+  packed or padded (:mod:`fairrl.models.sequences`), and one optimiser step.
+- :func:`sample_replies`: replies sampled with the run's shared-prompt sampler, as token ids (the stop
+  token included when one was emitted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fairrl.data.records import Message
+from fairrl.losses.sft import sft_loss
+from fairrl.models.sequences import encode_sequences, sequence_logprobs
+from fairrl.rollout.generate import left_pad, sample_groups
+from fairrl.trainer.loop import RunContext, update
+
+
+class ReplyEncoder:
+    """Token ids of prompts (cached by key) and of replies (module docstring)."""
+
+    def __init__(self, tokenizer, end_id: int):
+        self.tokenizer = tokenizer
+        self.end_id = int(end_id)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._cache: dict[str, list[int]] = {}
+
+    def prompt(self, key: str, messages: list[Message]) -> list[int]:
+        ids = self._cache.get(key)
+        if ids is None:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = self._cache[key] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def reply(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end_id]
+
+
+def sft_update(run: RunContext, prompts: list[list[int]], replies: list[list[int]], pad_id: int,
+               packing: bool) -> dict[str, Any]:  # fmt: skip
+    """Completion-only NLL of ``replies`` given ``prompts`` (``sft.max_length``, packed or padded) and one
+    optimiser step; returns the step's metrics."""
+    batch = encode_sequences(prompts, replies, pad_id, run.cfg.sft.max_length, packing).to(run.device)
+    run.policy.train()
+    loss, stats = sft_loss(sequence_logprobs(run.policy, batch))
+    metrics = update(run, loss)
+    run.policy.eval()
+    rows = batch.ids.shape[0]
+    return {**metrics, **stats, "rows": float(rows), "padding": 1.0 - float(batch.mask.sum()) / batch.mask.numel(),
+            "completions/mean_length": sum(batch.lengths) / len(batch.lengths)}  # fmt: skip
+
+
+@torch.no_grad()
+def sample_replies(model, prompts: list[list[int]], n: int, *, max_new_tokens: int, temperature: float,
+                   stop_ids: list[int], pad_id: int, generator: torch.Generator) -> list[list[int]]:  # fmt: skip
+    """``n`` sampled replies per prompt, prompt-major (``[p0 r0, p0 r1, ..., p1 r0, ...]``), as token ids."""
+    device = next(model.parameters()).device
+    ids, mask = left_pad(prompts, pad_id)
+    was_training = model.training
+    model.eval()
+    try:
+        r = sample_groups(
+            model,
+            ids.to(device),
+            mask.to(device),
+            group_size=n,
+            max_new_tokens=max_new_tokens,
+            eos_token_ids=stop_ids,
+            pad_token_id=pad_id,
+            temperature=temperature,
+            generator=generator,
+        )
+    finally:
+        model.train(was_training)
+    return [
+        row[m.bool()].tolist() for row, m in zip(r.completion_ids.cpu(), r.completion_mask.cpu(), strict=True)
+    ]
