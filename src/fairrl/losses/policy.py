@@ -5,6 +5,8 @@ Per completion token t of sequence i (PPO / GRPO, DeepSeekMath arXiv 2402.03300,
     rho_{i,t} = pi_theta(o_{i,t} | q, o_{i,<t}) / pi_old(o_{i,t} | q, o_{i,<t})
     l_{i,t}   = -min(rho_{i,t} A_i, clip(rho_{i,t}, 1 - eps_low, 1 + eps_high) A_i) + beta * k3_{i,t}
 
+(PPO with a critic passes one advantage per token, A_{i,t}, in place of A_i; :mod:`fairrl.losses.ppo`.)
+
 - Clip-higher (DAPO, arXiv 2503.14476, sec. 3.1) and NGRPO's asymmetric clipping (arXiv 2509.18851)
   are ``epsilon`` (= eps_low) and ``epsilon_high``: with A > 0 only the upper bound can bind, with
   A < 0 only the lower one (DAPO 0.2 / 0.28; NGRPO 0.16 / 0.24).
@@ -162,8 +164,11 @@ def _check_shapes(
     for name, t in named.items():
         if t is not None and t.shape != logp.shape:
             raise ValueError(f"{name} shape {tuple(t.shape)} != logp shape {tuple(logp.shape)}")
-    if advantages.shape != logp.shape[:1]:
-        raise ValueError(f"advantages must be [N] = [{logp.shape[0]}], got shape {tuple(advantages.shape)}")
+    if advantages.shape not in (logp.shape[:1], logp.shape):
+        raise ValueError(
+            f"advantages must be [N] = [{logp.shape[0]}] (one per sequence) or [N, T] = {list(logp.shape)} "
+            f"(one per token, PPO), got shape {tuple(advantages.shape)}"
+        )
 
 
 def policy_loss(
@@ -184,7 +189,7 @@ def policy_loss(
     """The clipped surrogate of the module docstring, aggregated by ``loss_type``.
 
     Shapes: ``logp`` (with grad), ``old_logp``, ``ref_logp``, ``mask`` (1 = completion token): [N, T];
-    ``advantages``: [N]. ``epsilon_high`` None = ``epsilon``. The k3 KL term is added when
+    ``advantages``: [N] (one per sequence, the GRPO family) or [N, T] (one per token, PPO's GAE). ``epsilon_high`` None = ``epsilon``. The k3 KL term is added when
     ``beta > 0`` (then ``ref_logp`` is required).
 
     Returns the scalar loss and detached stats (TRL names): ``clip_ratio/low_mean`` (fraction of
@@ -207,7 +212,8 @@ def policy_loss(
     logp = torch.where(mask, logp, 0.0)  # [N, T]
     old_logp = torch.where(mask, old_logp, 0.0)
     ratio = importance_ratio(logp, old_logp, mask, importance_sampling_level)  # [N, T]
-    adv = advantages.to(logp.dtype)[:, None]  # [N, 1]
+    adv = advantages.to(logp.dtype)
+    adv = adv[:, None] if adv.dim() == 1 else torch.where(mask, adv, 0.0)  # [N, 1] or [N, T]
     unclipped = ratio if delta is None else ratio.clamp(max=delta)
     clipped = ratio.clamp(1 - epsilon, 1 + eps_high)
     per_token = -torch.minimum(unclipped * adv, clipped * adv)  # [N, T]

@@ -149,6 +149,20 @@ def completion_logprobs(
         return logp, entropy
     body, weight, bias = head
     hidden = completion_outputs(*args, body=body)  # [P*G, Lc, d]
+    return hidden_logprobs(hidden, weight, bias, completion_ids, completion_mask, temperature, with_entropy)
+
+
+def hidden_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`completion_logprobs` from the last hidden states ``[P*G, Lc, d]`` and the output layer of
+    :func:`output_head`: only the real completion tokens' states go through it."""
     real = completion_mask.bool()
     logp_real, ent_real = head_logprobs(
         hidden[real], weight, bias, completion_ids[real], temperature, with_entropy=with_entropy
