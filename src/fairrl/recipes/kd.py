@@ -43,11 +43,11 @@ from fairrl.models.sequences import encode_sequences, packing_supported, sequenc
 from fairrl.models.teacher import load_teacher
 from fairrl.rewards import TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.trainer.grpo_step import step_generator
-from fairrl.trainer.loop import RunContext, TrainingMethod, run_method, update
+from fairrl.trainer.loop import RunContext, StreamMethod, run_method, update
 from fairrl.trainer.sft_step import ReplyEncoder, sample_replies, sft_update
 
 
-class KDMethod(TrainingMethod):
+class KDMethod(StreamMethod):
     """One step: ``kd.batch_size`` prompts -> replies (student, dataset or teacher) -> distillation -> AdamW."""
 
     name = "kd"
@@ -163,15 +163,6 @@ class KDMethod(TrainingMethod):
         return {**metrics, **stats, "on_policy": float(on_policy),
                 "completions/mean_length": sum(s_batch.lengths) / len(s_batch.lengths)}  # fmt: skip
 
-    # -- checkpoint state -----------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {"position": self.stream.position}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.stream.position = int(state["position"])
-
-    def epoch(self) -> float:
-        return self.stream.position / len(self.examples)
 
 
 def run_kd(cfg: TrainConfig, **kwargs: Any) -> Path:

@@ -22,11 +22,11 @@ from fairrl.errors import DataError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.eval.likelihood import end_of_turn_id
 from fairrl.models.sequences import packing_supported
-from fairrl.trainer.loop import RunContext, TrainingMethod, run_method
+from fairrl.trainer.loop import RunContext, StreamMethod, run_method
 from fairrl.trainer.sft_step import ReplyEncoder, sft_update
 
 
-class SFTMethod(TrainingMethod):
+class SFTMethod(StreamMethod):
     """One step: ``sft.batch_size`` (prompt, target) examples -> completion-only NLL -> AdamW."""
 
     name = "sft"
@@ -59,14 +59,6 @@ class SFTMethod(TrainingMethod):
         replies = [self.encoder.reply(self.targets[e.prompt_id]) for e in batch]
         return sft_update(self.run, prompts, replies, self.encoder.pad_id, self.packing)
 
-    def state(self) -> dict[str, Any]:
-        return {"position": self.stream.position}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.stream.position = int(state["position"])
-
-    def epoch(self) -> float:
-        return self.stream.position / len(self.examples)
 
 
 def run_sft(cfg: TrainConfig, **kwargs: Any) -> Path:

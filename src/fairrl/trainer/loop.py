@@ -116,6 +116,23 @@ class TrainingMethod:
         return 0.0
 
 
+class StreamMethod(TrainingMethod):
+    """A method that walks a :class:`~fairrl.data.stream.PromptStream` (``self.stream``) over
+    ``self.examples``: its checkpoint state is the stream position, its epoch the share walked."""
+
+    stream: Any
+    examples: list[Any]
+
+    def state(self) -> dict[str, Any]:
+        return {"position": self.stream.position}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.stream.position = int(state["position"])
+
+    def epoch(self) -> float:
+        return self.stream.position / len(self.examples)
+
+
 def update(run: RunContext, loss: torch.Tensor) -> dict[str, float]:
     """One optimiser step on ``loss``: backward, clip to ``max_grad_norm``, AdamW, schedule. A non-finite loss
     or gradient norm stops before the step, non-finite weights after it (:mod:`fairrl.trainer.guard`)."""
