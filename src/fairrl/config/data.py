@@ -55,6 +55,9 @@ class BBQSource(_Source):
     """System instruction for BBQ prompts (null = the built-in one)."""
     ambig_fraction: float | None = Field(None, ge=0.0, le=1.0)
     """Share of ambiguous-context items in training (null = as in the data, 0.5)."""
+    pair_conditions: bool = False
+    """Draw each training question under its ambiguous and its disambiguated context in the same step
+    (``fairrl.data.bbq_pairs``), so each step contrasts a context that answers with one that does not."""
 
     @model_validator(mode="after")
     def _check(self) -> BBQSource:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from fairrl.data.records import Example
+from fairrl.data.records import Example, units
 from fairrl.errors import DataError
 
 
@@ -41,12 +41,14 @@ def mix_sources(
     every block of 5 items holds one BBQ item. Each source is shuffled with ``seed``.
     ``n=None``: every item is used at most once and the stream stops when the source scheduled next is
     exhausted (the limiting source at that ratio). ``n`` given: exhausted sources are reshuffled and
-    cycled until ``n`` items.
+    cycled until ``n`` items. Prompts that share a :attr:`~fairrl.data.records.Example.unit` are one
+    draw: taken together, each counting toward its source's share.
     """
     _check(sources, ratio, n)
     rng = random.Random(seed)
     order = sorted(ratio)
-    pools = {k: rng.sample(sources[k], len(sources[k])) for k in order}
+    groups = {k: [[sources[k][i] for i in u] for u in units(sources[k])] for k in order}
+    pools = {k: rng.sample(groups[k], len(groups[k])) for k in order}
     taken = dict.fromkeys(order, 0)  # items drawn so far (drives the schedule)
     cursor = dict.fromkeys(order, 0)  # position in the current shuffled pool
     total = sum(ratio.values())
@@ -57,9 +59,10 @@ def mix_sources(
         if cursor[name] >= len(pools[name]):
             if n is None:
                 break
-            pools[name] = rng.sample(sources[name], len(sources[name]))
+            pools[name] = rng.sample(groups[name], len(groups[name]))
             cursor[name] = 0
-        out.append(pools[name][cursor[name]])
+        unit = pools[name][cursor[name]]
+        out.extend(unit if n is None else unit[: n - len(out)])
         cursor[name] += 1
-        taken[name] += 1
+        taken[name] += len(unit)
     return out

@@ -39,6 +39,9 @@ class Example:
     """Extra dataset fields, passed to reward functions as keyword lists."""
     prompt_text: str | None = None
     """The prompt as the data gave it when that was a string (standard format); None for conversations."""
+    unit: str | None = None
+    """Prompts that share a unit are drawn together by the training stream (e.g. a BBQ question under its
+    ambiguous and its disambiguated context); None = drawn on its own."""
 
     def row(self) -> dict[str, Any]:
         """The example as a flat dataset row (TRL style): columns plus the named keys."""
@@ -77,3 +80,18 @@ def rows_to_columns(rows: list[dict[str, Any]], keys: Sequence[str] = ()) -> dic
     for r in rows:
         names.update(dict.fromkeys(r))
     return {k: [r.get(k) for r in rows] for k in names}
+
+
+def units(examples: list[Example]) -> list[list[int]]:
+    """Indices of ``examples`` grouped by :attr:`Example.unit` (first-seen order; None = alone)."""
+    out: list[list[int]] = []
+    where: dict[str, int] = {}
+    for i, e in enumerate(examples):
+        if e.unit is None:
+            out.append([i])
+        elif e.unit in where:
+            out[where[e.unit]].append(i)
+        else:
+            where[e.unit] = len(out)
+            out.append([i])
+    return out

@@ -97,6 +97,10 @@ def _bbq(src: BBQSource, ev: EvalConfig, seed: int) -> tuple[list[Example], Held
     train = bbq_examples(train_items, seed=seed, instruction=instruction)
     if src.ambig_fraction is not None:
         train = _rebalance_ambig(train, src.ambig_fraction, seed)
+    if src.pair_conditions:
+        from fairrl.data.bbq_pairs import pair_conditions
+
+        train = pair_conditions(train)
     n, held = ev.bbq_items_per_condition, {}
     if n:
         items = bbq_examples(eval_items, seed=seed, instruction=instruction)
