@@ -1,4 +1,4 @@
-"""`fairrl train --set method=sft|kd` from the command line on tiny saved models with the packaged BBQ data."""
+"""`fairrl train --set method=sft|kd|dpo` from the command line on tiny saved models with the packaged BBQ data."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def _args(model_dir, out, *extra):
         "sft.batch_size=2",
         "kd.batch_size=2",
         "kd.max_new_tokens=4",
+        "dpo.batch_size=2",
         "eval.bbq_items_per_condition=2",
         "eval.reasoning_items=2",
         "eval.permutations=1",
@@ -39,7 +40,7 @@ def _args(model_dir, out, *extra):
     return ["train", "--out", str(out)] + [x for s in sets for x in ("--set", s)]
 
 
-@pytest.mark.parametrize("method", ["sft", "kd"])
+@pytest.mark.parametrize("method", ["sft", "kd", "dpo"])
 def test_method_writes_the_usual_run_folder(model_dir, tmp_path, method):
     out = tmp_path / method
     result = runner.invoke(app, _args(model_dir, out, f"method={method}"))
@@ -62,9 +63,9 @@ def test_method_writes_the_usual_run_folder(model_dir, tmp_path, method):
     assert set(summary["before"]) == set(summary["after"]) >= {"bbq_templates", "bbq_categories", "reasoning"}
     report = (out / "report.md").read_text()
     assert f"# fairrl run: {method}" in report
-    assert (
-        "SFT on the data's targets" if method == "sft" else "KD token-level: context distillation"
-    ) in report
+    heads = {"sft": "SFT on the data's targets", "kd": "KD token-level: context distillation",
+             "dpo": "DPO on preference pairs from the data (beta 0.1), 2 pairs per step"}  # fmt: skip
+    assert heads[method] in report
 
 
 def test_kd_with_a_teacher_of_another_tokenizer_exits_2_and_leaves_nothing(model_dir, tmp_path):

@@ -72,6 +72,7 @@ TRAIN_METHODS = {
     "ppo": ("fairrl.recipes.ppo", "run_ppo"),
     "sft": ("fairrl.recipes.sft", "run_sft"),
     "kd": ("fairrl.recipes.kd", "run_kd"),
+    "dpo": ("fairrl.recipes.dpo_train", "run_dpo_method"),
 }
 """``method:`` -> (module, function) of the recipe that trains it, imported when used."""
 
@@ -118,7 +119,7 @@ def train(
     seeds: SeedsOption = None,
     jobs: JobsOption = 1,
 ) -> None:
-    """Train a policy (method: grpo, ppo, sft or kd; --set method=sft), evaluating before and after."""
+    """Train a policy (method: grpo, ppo, sft, kd or dpo; --set method=sft), evaluating before and after."""
     try:
         if seeds:
             _seeds(config, set_ or [], seeds, out, jobs, resume, overwrite)

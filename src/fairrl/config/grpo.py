@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from fairrl.config.base import Strict
 from fairrl.config.common import ModelConfig, RunConfig, RunName
 from fairrl.config.data import DataConfig
-from fairrl.config.methods import KDConfig, SFTConfig
+from fairrl.config.methods import DPOMethodConfig, KDConfig, SFTConfig
 from fairrl.config.ppo import PPOConfig
 
 
@@ -156,9 +156,9 @@ class EvalConfig(Strict):
 
 
 class TrainConfig(RunConfig):
-    method: Literal["grpo", "ppo", "sft", "kd"] = "grpo"
-    """Training method: grpo (the GRPO family, ``algorithm:``), ppo, sft (``sft:``) or kd (``kd:``); every
-    method shares the data, the held-out evaluation before and after, and the run folder."""
+    method: Literal["grpo", "ppo", "sft", "kd", "dpo"] = "grpo"
+    """Training method: grpo (the GRPO family, ``algorithm:``), ppo (``ppo:``), sft (``sft:``), kd (``kd:``) or
+    dpo (``dpo:``); every method shares the data, the held-out evaluation before and after, and the run folder."""
     run_name: RunName = "grpo"
     """Name of the run folder under output_dir (unset: the method's name)."""
     max_steps: int = Field(40, ge=1)
@@ -181,6 +181,8 @@ class TrainConfig(RunConfig):
     """Knowledge distillation from a teacher (method: kd)."""
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     """PPO with a learned critic (method: ppo; sampling and clipping from ``algorithm:``)."""
+    dpo: DPOMethodConfig = Field(default_factory=DPOMethodConfig)
+    """DPO on preference pairs read from the same data (method: dpo; :mod:`fairrl.data.dpo_pairs`)."""
 
     renamed_keys: ClassVar[dict[str, str]] = {
         "algorithm.learning_rate": "learning_rate",

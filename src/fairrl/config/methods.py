@@ -1,10 +1,12 @@
-"""Config sections of the non-GRPO methods of ``fairrl train``: ``sft:`` and ``kd:``.
+"""Config sections of the non-GRPO methods of ``fairrl train``: ``sft:``, ``kd:`` and ``dpo:``.
 
 ``method: sft`` trains on targets read from the data (:mod:`fairrl.data.sft_targets`); ``method: kd``
 distils a teacher (:mod:`fairrl.recipes.kd`). Both take one optimiser step per ``max_steps`` step, on
 ``batch_size`` examples, and share the run keys (learning rate, schedule, checkpoints, evaluation).
 Names follow TRL where the meaning is the same: ``SFTConfig`` (``packing``, ``max_length``) and
-``GKDConfig`` (``lmbda``, ``beta``, ``temperature``, ``max_new_tokens``, ``seq_kd``).
+``GKDConfig`` (``lmbda``, ``beta``, ``temperature``, ``max_new_tokens``, ``seq_kd``) and ``DPOConfig``
+(``beta``, ``label_smoothing``, ``max_length``). ``method: dpo`` trains on pairs read from the same data
+(:mod:`fairrl.data.dpo_pairs`).
 """
 
 from __future__ import annotations
@@ -59,3 +61,18 @@ class KDConfig(Strict):
     teacher_system_prompt: str | None = None
     """Put before the teacher's system message. null = the built-in debiasing prompt with worked examples
     when teacher is null (context distillation), nothing for another teacher; "" = nothing."""
+
+
+class DPOMethodConfig(Strict):
+    beta: float = Field(0.1, gt=0.0, allow_inf_nan=False)
+    """Strength of the implicit KL to the reference (DPO's beta; TRL's default 0.1)."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    """Conservative DPO's label-flip probability (0 = plain DPO), as TRL's sigmoid loss."""
+    batch_size: int = Field(8, ge=1)
+    """Pairs per optimiser step."""
+    max_length: int = Field(1024, ge=8)
+    """Most tokens of prompt + reply (truncated as in sft)."""
+    packing: bool = True
+    """Pack the 2 x batch_size sequences into shared rows (same log-probabilities as padded rows)."""
+    rationale: bool = True
+    """BBQ replies carry a rationale line (as sft's targets); false = the option text alone."""

@@ -189,7 +189,7 @@ def training_summary(metrics_path: Path, window: int = 10) -> str:
 
 
 def _method_head(config: dict[str, Any]) -> str | None:
-    """How an sft or kd run trains, in a few words (None for the GRPO family, described by its keys)."""
+    """How an sft, kd or dpo run trains, in a few words (None for the GRPO family, described by its keys)."""
     if config.get("method") == "sft":
         sft = config.get("sft") or {}
         return f"SFT on the data's targets, {sft.get('batch_size')} examples per step"
@@ -199,6 +199,9 @@ def _method_head(config: dict[str, Any]) -> str | None:
         how = f"{kd.get('loss')} (beta {kd.get('beta')}), lmbda {kd.get('lmbda')}" if kd.get("mode") == "token" else (
             "SFT on teacher samples" + (", best by reward" if kd.get("filter_by_reward") else ""))  # fmt: skip
         return f"KD {kd.get('mode')}-level: {teacher}, {how}, {kd.get('batch_size')} prompts per step"
+    if config.get("method") == "dpo":
+        dpo = config.get("dpo") or {}
+        return f"DPO on preference pairs from the data (beta {dpo.get('beta')}), {dpo.get('batch_size')} pairs per step"
     return None
 
 
@@ -211,7 +214,7 @@ def config_summary(config: dict[str, Any], steps: Any = None) -> str:
     if model:
         adapter = f"LoRA r={model['lora'].get('r')}" if model.get("lora") else "full fine-tuning"
         lines.append(f"- model: `{model.get('name_or_path')}` ({adapter})")
-    if config.get("method") in ("sft", "kd"):  # the GRPO sampling keys do not apply
+    if config.get("method") in ("sft", "kd", "dpo"):  # the GRPO sampling keys do not apply
         alg = {}
     method = [
         _method_head(config),
