@@ -29,6 +29,7 @@ LAYERS = [
     {"recipes"},
     {"bench"},
     {"multiseed"},
+    {"compare"},
     {"cli", "__main__"},
 ]
 

@@ -174,6 +174,32 @@ def demo(
         _fail(err)
 
 
+@app.command()
+def compare(
+    config: Annotated[str | None, typer.Argument(help="YAML training config (omit: the demo's).")] = None,
+    methods: Annotated[str, typer.Option(help="Comma list of grpo, ppo, dpo, sft, kd.")] = "grpo,ppo,dpo,sft,kd",
+    seeds: Annotated[str, typer.Option(help="Seeds of every arm: 0,1,2 or 0-4.")] = "0,1,2",
+    budget: Annotated[int | None, typer.Option(min=1, help="Training sequences per run (default: the config's max_steps of GRPO).")] = None,
+    ratios: Annotated[str | None, typer.Option(help="Debiasing shares of the data mixture to sweep, e.g. 0.2,0.5 (default: the config's).")] = None,
+    out: Annotated[str, typer.Option(help="Comparison folder (rerun the same command to resume).")] = "runs/compare",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the config, for every arm.")] = None,
+    jobs: JobsOption = 1,
+) -> None:
+    """Training strategies side by side at an equal budget: one arm per method (and ratio), several seeds."""
+    try:
+        from fairrl.compare.plan import parse_methods, parse_ratios
+        from fairrl.compare.run import run_compare
+        from fairrl.multiseed import parse_seeds
+
+        train_one = lambda c, o, r, d: _train(c, o, r, None if r else d)  # noqa: E731
+        report = run_compare(config or str(demo_config_path()), set_ or [], parse_methods(methods), parse_seeds(seeds),
+                             parse_ratios(ratios), budget, out, train_one, console=_echo, jobs=jobs)  # fmt: skip
+    except FairRLError as err:
+        _fail(err)
+    typer.echo("\n" + report.read_text())
+    typer.echo(f"comparison: {report}")
+
+
 @app.command(name="config")
 def show_config(
     config: Annotated[str | None, typer.Argument(help="YAML config or packaged name to validate and print.")] = None,

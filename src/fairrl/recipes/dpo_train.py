@@ -112,6 +112,7 @@ class DPOMethod(StreamMethod):
             "logps/chosen": float(pol_c.detach().mean()),
             "logps/rejected": float(pol_r.detach().mean()),
             "completions/mean_length": sum(batch.lengths) / len(batch.lengths),
+            "tokens/trained": float(batch.mask.sum()),
         }
 
 

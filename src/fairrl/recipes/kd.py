@@ -160,7 +160,7 @@ class KDMethod(StreamMethod):
         loss, stats = distill_loss(sequence_logits(run.policy, s_batch), teacher_logits, kd.loss, kd.beta)
         metrics = update(run, loss)
         run.policy.eval()
-        return {**metrics, **stats, "on_policy": float(on_policy),
+        return {**metrics, **stats, "on_policy": float(on_policy), "tokens/trained": float(s_batch.mask.sum()),
                 "completions/mean_length": sum(s_batch.lengths) / len(s_batch.lengths)}  # fmt: skip
 
 

@@ -60,7 +60,7 @@ def _curve(ax, rows: list[dict[str, Any]], key: str, label: str, window: int) ->
     return True
 
 
-def _save(fig, out_png: Path) -> Path:
+def save_figure(fig, out_png: Path) -> Path:
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -88,7 +88,7 @@ def plot_training_curves(metrics_jsonl: Path, out_png: Path, window: int = 5) ->
             ax.legend(fontsize=7)
         ax.set_title(f"{title}, {window}-step moving mean", fontsize=9)
         ax.set_xlabel("step")
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_group_rewards(metrics_jsonl: Path, out_png: Path, window: int = 8) -> Path:
@@ -106,7 +106,7 @@ def plot_group_rewards(metrics_jsonl: Path, out_png: Path, window: int = 8) -> P
     ax.set_title(
         f"reward per group ({window}-step moving mean over the steps where the group was sampled)", fontsize=9
     )
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def _bars(ax, before: dict[str, Any], after: dict[str, Any], bars: list[tuple[str, str]], title: str) -> None:
@@ -154,4 +154,4 @@ def plot_before_after(summary: dict[str, Any], out_png: Path) -> Path:
     axes[1].set_ylim(-1.05, 1.05)
     if reward:
         _bars(axes[2], before, after, reward, "held-out reward (the run's reward functions)")
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)

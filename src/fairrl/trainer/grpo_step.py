@@ -267,6 +267,7 @@ def batch_metrics(batch: Batch, reward_names: list[str]) -> dict[str, Any]:
     out["completions/mean_length"] = float(lengths.mean())
     out["completions/clipped_ratio"] = float(r.truncated.float().mean())
     out["num_tokens"] = float(r.completion_mask.sum() + r.prompt_mask.sum() * r.group_size)
+    out["tokens/trained"] = out["num_tokens"]  # the same count under the name every method logs
     per_group: dict[str, list[float]] = {}
     for e, row in zip(batch.examples, batch.rewards, strict=True):
         per_group.setdefault(e.group, []).extend(v for v in row.tolist() if not math.isnan(v))

@@ -56,6 +56,7 @@ def sft_update(run: RunContext, prompts: list[list[int]], replies: list[list[int
     run.policy.eval()
     rows = batch.ids.shape[0]
     return {**metrics, **stats, "rows": float(rows), "padding": 1.0 - float(batch.mask.sum()) / batch.mask.numel(),
+            "tokens/trained": float(batch.mask.sum()),
             "completions/mean_length": sum(batch.lengths) / len(batch.lengths)}  # fmt: skip
 
 

@@ -1,0 +1,1 @@
+"""``fairrl compare``: training strategies side by side at an equal budget (plan, run, report)."""
