@@ -170,3 +170,16 @@ def test_mean_accuracy_weighs_both_conditions_equally():
     preds = [0, 0, 0, 1, 0, 1]
     point, (lo, hi) = mean_accuracy(items, preds, n_boot=200)
     assert point == 0.625 and 0.0 <= lo <= point <= hi <= 1.0
+
+
+def test_context_sensitivity_by_hand():
+    """Ambiguous (unknown = 2): preds 2, 2, 0, 1 -> P(unknown) 0.5; disambiguated: preds 2, 0, 0, 0, 0 ->
+    0.2. Sensitivity 0.5 - 0.2 = 0.3; a model answering "unknown" at the same rate in both gives 0."""
+    from fairrl.eval.bbq import context_sensitivity
+
+    amb = [ex("ambig", label=2, i=i) for i in range(4)]
+    dis = [ex("disambig", label=0, i=4 + i) for i in range(5)]
+    point, (lo, hi) = context_sensitivity(amb + dis, [2, 2, 0, 1] + [2, 0, 0, 0, 0], n_boot=300)
+    assert point == pytest.approx(0.3) and -1.0 <= lo <= point <= hi <= 1.0 and hi - lo > 0.1
+    blind, _ = context_sensitivity(amb + dis[:4], [2, 0, 0, 0] + [2, 0, 0, 0], n_boot=50)
+    assert blind == 0.0

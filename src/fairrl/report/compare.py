@@ -43,7 +43,8 @@ def run_values(summary: dict[str, Any]) -> dict[str, tuple[float | None, list[fl
         for split in _bbq_splits(res):
             for name, path in (("mean accuracy", "mean_accuracy"), ("accuracy, ambiguous", "ambig.accuracy"),
                                ("accuracy, disambiguated", "disambig.accuracy"), ("s_AMB", "ambig.bias_score"),
-                               ("s_DIS", "disambig.bias_score")):  # fmt: skip
+                               ("s_DIS", "disambig.bias_score"),
+                               ("context sensitivity", "context_sensitivity")):  # fmt: skip
                 out[f"{when}{split}: {name}"] = lookup(res, f"{split}.overall.{path}")
             acc, ci = lookup(res, f"{split}.overall.ambig.accuracy")
             out[f"{when}{split}: bias rate"] = (
@@ -132,7 +133,7 @@ def _cell(s: dict[str, Any] | None, digits: int = 2) -> str:
     return text
 
 
-FIRST_BBQ = ("bias rate", "s_AMB", "s_DIS", "accuracy, disambiguated", "mean accuracy")
+FIRST_BBQ = ("bias rate", "s_AMB", "s_DIS", "accuracy, disambiguated", "mean accuracy", "context sensitivity")
 OTHER_BBQ = ("bias rate", "mean accuracy")
 REASONING = ("accuracy", "retained %")
 

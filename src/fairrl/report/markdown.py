@@ -92,6 +92,8 @@ def bbq_rows(split: str, scope: str = "overall", generation: bool = False) -> li
     rows = [("accuracy, mean of ambiguous and disambiguated", f"{split}.{scope}.mean_accuracy")]
     rows += [(label, f"{split}.{scope}.{path}") for label, path in BBQ_METRICS]
     rows.append(("'unknown' answers on disambiguated items", f"{split}.{scope}.disambig.unknown_rate"))
+    rows.append(("context sensitivity: P(unknown | ambig) - P(unknown | disambig)",
+                 f"{split}.{scope}.context_sensitivity"))
     if generation:
         rows.append(("unparseable replies (count)", f"{split}.unparseable"))
     return rows
