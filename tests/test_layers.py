@@ -30,7 +30,7 @@ LAYERS = [
     {"bench"},
     {"multiseed"},
     {"compare"},
-    {"cli", "__main__"},
+    {"cli", "cli_common", "cli_preference", "__main__"},
 ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from fairrl.errors import DataError
 from fairrl.fsutil import write_text_atomic
 from fairrl.report.markdown import fmt
-from fairrl.report.plots import _save, plt
+from fairrl.report.plots import plt, save_figure
 
 SPLITS = (("heldout", "groups never trained on"), ("eval", "held-out templates of the trained groups"))
 KIND_TITLES = {
@@ -79,7 +79,7 @@ def plot_groups(results: dict[str, Any], out_png: Path) -> Path:
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"pairwise accuracy, {title}", fontsize=9)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def write_preference_report(run_dir: Path) -> Path:
@@ -180,7 +180,7 @@ def plot_comparison(runs: dict[str, list[dict[str, Any]]], split: str, out_png: 
     axes[1].set_ylim(0, 1.05)
     axes[1].set_title("fairness of per-group reward shares", fontsize=9)
     axes[1].legend(fontsize=7)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def write_comparison_report(root: Path, kinds: list[str], seeds: list[int]) -> Path:
