@@ -24,7 +24,8 @@ def test_plan_gives_every_method_the_same_number_of_sequences():
                              "kd.batch_size=16", "dpo.batch_size=8"])  # fmt: skip
     arms = {a.name: a for a in plan_arms(cfg, ["grpo", "ppo", "sft", "kd", "dpo"], [None], 320)}
     assert {n: a.steps for n, a in arms.items()} == {"grpo": 10, "ppo": 10, "sft": 40, "kd": 20, "dpo": 20}
-    assert arms["dpo"].overrides(cfg) == ["method=dpo", "max_steps=20", "run_name=dpo", "logging_steps=1"]
+    assert arms["dpo"].overrides(cfg) == ["method=dpo", "max_steps=20", "run_name=dpo", "logging_steps=1",
+                                          "max_minutes=null"]  # fmt: skip
     assert arms["ppo"].overrides(cfg)[-1] == "algorithm.beta=0"  # PPO's KL sits in its reward
     assert plan_arms(cfg, ["sft"], [None], 3)[0].steps == 1  # rounds up
 
@@ -34,7 +35,7 @@ def test_ratio_sets_the_debiasing_share_and_keeps_the_others_proportions():
     sets = mixture_overrides(cfg, 0.2)
     assert sets == ["data.sources.0.weight=0.6", "data.sources.1.weight=0.2", "data.sources.2.weight=0.2"]
     arm = plan_arms(cfg, ["sft"], [0.2], 8)[0]
-    assert arm.name == "sft-debias20" and arm.overrides(cfg)[4:] == sets
+    assert arm.name == "sft-debias20" and arm.overrides(cfg)[5:] == sets
     with pytest.raises(ConfigError, match="needs both a bbq source"):
         mixture_overrides(load_config(None, ["data.sources=[{kind: reasoning}]"]), 0.5)
 

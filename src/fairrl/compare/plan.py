@@ -14,7 +14,8 @@ training forwards and training wall time, which equal-sequence budgets do *not* 
 must first be generated; a DPO pair costs a reference forward).
 
 Everything else comes from the one config: the same model, LoRA, learning rate and schedule, rewards and
-evaluation. One exception: ppo runs with ``algorithm.beta=0``, its KL being the per-token penalty in the
+evaluation. ``max_minutes`` is lifted (a wall-clock cap would stop the slower methods short of the budget;
+the report gives each run's minutes instead). One exception: ppo runs with ``algorithm.beta=0``, its KL being the per-token penalty in the
 reward (``ppo.kl_coef``), as in TRL's PPO.
 
 Debiasing share (FairReason's ratio, arXiv 2507.23067): ``r`` sets the weight of every BBQ source to
@@ -61,7 +62,8 @@ class Arm:
 
     def overrides(self, cfg: TrainConfig) -> list[str]:
         """``--set`` overrides that turn the base config into this arm."""
-        out = [f"method={self.method}", f"max_steps={self.steps}", f"run_name={self.name}", "logging_steps=1"]
+        out = [f"method={self.method}", f"max_steps={self.steps}", f"run_name={self.name}", "logging_steps=1",
+               "max_minutes=null"]  # a wall-clock cap would cut slow methods short of the equal budget
         if self.method == "ppo":  # PPO's KL is the per-token penalty in its reward (ppo.kl_coef), not a loss term
             out.append("algorithm.beta=0")
         if self.ratio is not None:

@@ -114,7 +114,7 @@ def collect(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         group_names = sorted({g for x in groups for g in x})
         out[name] = {
             "method": arm["method"], "ratio": arm["ratio"], "seeds": sorted(per_run), "metrics": metrics_out,
-            "sequences": arm["steps"] * arm["sequences_per_step"],
+            "planned_steps": arm["steps"], "sequences_per_step": arm["sequences_per_step"],
             "costs": {k: statistics.fmean(c[k] for c in cost) if cost else None for k in ("steps", "tokens", "seconds")},
             "group_rewards": {g: statistics.fmean(x[g] for x in groups if g in x) for g in group_names},
             "collapsed": collapsed,
@@ -179,7 +179,9 @@ def compare_markdown(collected: dict[str, dict[str, Any]], budget: int) -> str:
         c = a["costs"]
         if c["steps"] is None:
             continue
-        lines.append(f"| {name} | {c['steps']:.0f} | {a['sequences']:,} | {c['tokens']:,.0f} | {c['seconds'] / 60:.1f} |")
+        short = " (stopped early)" if c["steps"] < a["planned_steps"] else ""
+        lines.append(f"| {name} | {c['steps']:.0f}{short} | {c['steps'] * a['sequences_per_step']:,.0f} | "
+                     f"{c['tokens']:,.0f} | {c['seconds'] / 60:.1f} |")  # fmt: skip
     groups = sorted({g for a in collected.values() for g in a["group_rewards"]})
     if groups:
         lines += ["", "## Training reward per group (mean of the last 10 steps, mean over seeds)", "",
