@@ -85,7 +85,8 @@ def test_sft_loss_is_the_mean_nll_over_completion_tokens():
 
 
 def test_packing_layout_by_hand():
-    """Lengths 5, 3, 2 in rows of 6: first-fit decreasing puts 5 alone, then 3 + 2 together."""
+    """Lengths 5, 3, 2 in rows of 6: first-fit decreasing puts 5 alone, then 3 + 2 together; encoded rows are
+    no longer than the longest example (5), into which 3 + 2 still fit."""
     assert first_fit_rows([5, 3, 2], 6) == [[0], [1, 2]]
     assert truncate([1, 2, 3, 4], [5, 6, 7], 5) == ([3, 4], [5, 6, 7])
     assert truncate([1, 2], [5, 6, 7, 8], 3) == ([2], [5, 6])
@@ -105,7 +106,8 @@ def _toy_sequences():
 
 def test_packed_padded_and_one_row_per_example_agree_on_logprobs_and_gradients():
     """Packing is exact: the same log-probs and the same gradient as padded rows, and as each example
-    run alone through the model (the plain definition). Sizes 7, 3, 7, 3 pack into two rows of 10."""
+    run alone through the model (the plain definition). Sizes 7, 3, 7, 3 pack into rows no longer than the
+longest example (7): [7], [7], [3 + 3]."""
     prompts, completions = _toy_sequences()
     _, model = tiny_policy()
     plain = []
@@ -116,7 +118,7 @@ def test_packed_padded_and_one_row_per_example_agree_on_logprobs_and_gradients()
     grads = {}
     for packing in (True, False):
         batch = encode_sequences(prompts, completions, pad_id=0, max_length=10, packing=packing)
-        assert batch.ids.shape[0] == (2 if packing else 4)
+        assert batch.ids.shape == ((3, 7) if packing else (4, 7))
         logp = sequence_logprobs(model, batch)
         torch.testing.assert_close(logp.double(), torch.cat(plain), atol=1e-5, rtol=1e-5)
         model.zero_grad()
