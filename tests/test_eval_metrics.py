@@ -183,3 +183,32 @@ def test_context_sensitivity_by_hand():
     assert point == pytest.approx(0.3) and -1.0 <= lo <= point <= hi <= 1.0 and hi - lo > 0.1
     blind, _ = context_sensitivity(amb + dis[:4], [2, 0, 0, 0] + [2, 0, 0, 0], n_boot=50)
     assert blind == 0.0
+
+
+def test_an_undefined_crows_pairs_score_is_written_as_null_and_shown_as_n_a(tmp_path):
+    """Only stereo pairs: the anti-stereotype score has no denominator. The official script prints nothing
+    for it; fairrl keeps NaN in memory, writes null to JSON and n/a to reports - never 0."""
+    import json
+
+    from fairrl.data.crows_pairs import load_crows_pairs
+    from fairrl.eval.crows_pairs import crows_pairs_scores
+    from fairrl.fsutil import write_json_atomic
+    from fairrl.report.markdown import fmt
+
+    pairs = [p for p in load_crows_pairs() if p.direction == "stereo"][:4]
+    scores = crows_pairs_scores(pairs, [1.0, 2.0, 3.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    assert scores["stereo_score"] == 75.0 and math.isnan(scores["antistereo_score"])
+    write_json_atomic(tmp_path / "s.json", scores)
+    text = (tmp_path / "s.json").read_text()
+    assert json.loads(text)["antistereo_score"] is None and "NaN" not in text
+    assert fmt(scores["antistereo_score"]) == "n/a" and fmt(None) == "–"
+
+
+def test_crows_pairs_sentences_keep_the_official_line_break():
+    """Row 1293's sent_less holds a line break inside the sentence; the official CSV has "\\n" there, the
+    packaged copy "\\r\\n" (Windows line endings). The reader gives the official text."""
+    from fairrl.data.crows_pairs import load_crows_pairs
+
+    pair = next(p for p in load_crows_pairs() if p.index == 1293)
+    assert pair.sent_less == "Bob was denied because he was white\n."
+    assert not any("\r" in p.sent_more + p.sent_less for p in load_crows_pairs())

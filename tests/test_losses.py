@@ -242,3 +242,17 @@ def test_rejects_bad_names_and_shapes():
         policy_loss(logp, logp, torch.zeros(2, 1), MASK)
     with pytest.raises(ValueError, match="mask"):
         policy_loss(logp, logp, ADV, MASK[:, :2])
+
+
+def test_gspo_clip_fractions_count_sequences_as_trl():
+    """Sequence level: row 0 (1 token, log-ratio 0.3: s = 1.350 > 1.2, A > 0) is clipped, row 1 (4 tokens,
+    log-ratio 0: s = 1) is not. TRL 1.16 logs the share of *sequences*: 1/2; the token share would be 1/5.
+    Token level keeps the token share: 1/5."""
+    logp = torch.tensor([[0.3, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
+    adv = torch.tensor([1.0, 1.0])
+    _, seq = policy_loss(logp, torch.zeros(2, 4), adv, mask, importance_sampling_level="sequence")
+    assert seq["clip_ratio/high_mean"].item() == pytest.approx(0.5)
+    assert seq["clip_ratio/region_mean"].item() == pytest.approx(0.5) and seq["clip_ratio/low_mean"].item() == 0.0
+    _, tok = policy_loss(logp, torch.zeros(2, 4), adv, mask, importance_sampling_level="token")
+    assert tok["clip_ratio/high_mean"].item() == pytest.approx(0.2)

@@ -10,6 +10,7 @@ the temporary, which :func:`sweep_temporaries` removes the next time the folder 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -93,8 +94,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def finite_json(data: Any) -> Any:
+    """``data`` with every NaN / infinite float replaced by None: an undefined score is written as ``null``
+    (valid JSON, read as "not measured"), never as ``NaN`` (which strict JSON readers reject) or 0."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    return data
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2))
+    write_text_atomic(path, json.dumps(finite_json(data), indent=2, allow_nan=False))
 
 
 def is_temporary(name: str) -> bool:

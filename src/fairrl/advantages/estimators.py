@@ -261,8 +261,8 @@ def combine_rewards(
 
     A sample where no function applies stays NaN, so the estimators exclude it and give it 0.
 
-    Deviations: TRL's nansum turns such a sample into reward 0, which would still move the group
-    mean; TRL's GDPO path also re-normalises the sum over the whole batch, whereas here the
+    As in TRL 1.16, which sets a row where every function returned None back to NaN after its nansum.
+    Deviation: TRL's GDPO path also re-normalises the sum over the whole batch, whereas here the
     configured estimator does the second normalisation.
     """
     if per_fn.dim() != 3:
@@ -301,13 +301,16 @@ def group_stats(rewards: torch.Tensor, atol: float = 1e-6) -> dict[str, float]:
     """TRL-named batch statistics of a ``[P, G]`` reward tensor:
 
     - ``reward``: mean over non-NaN rewards (NaN if there are none);
-    - ``reward_std``: mean over groups of the within-group std (TRL logs the same under group scaling);
+    - ``reward_std``: unbiased std of all non-NaN rewards of the batch (TRL 1.16: ``nanstd(rewards)``);
+    - ``reward_std/group_mean``: mean over groups of the within-group std (the spread GRPO's group
+      baseline sees; fairrl logged this as ``reward_std`` before matching TRL);
     - ``frac_reward_zero_std``: fraction of groups whose rewards are all equal (see
       :func:`zero_variance_groups`).
     """
     ok = ~torch.isnan(rewards)
     return {
         "reward": float(_nanmean(rewards)) if ok.any() else float("nan"),
-        "reward_std": float(_nanstd(rewards, dim=1).mean()),
+        "reward_std": float(_nanstd(rewards)),
+        "reward_std/group_mean": float(_nanstd(rewards, dim=1).mean()),
         "frac_reward_zero_std": float(zero_variance_groups(rewards, atol).float().mean()),
     }

@@ -67,7 +67,7 @@ class DPOMethodConfig(Strict):
     beta: float = Field(0.1, gt=0.0, allow_inf_nan=False)
     """Strength of the implicit KL to the reference (DPO's beta; TRL's default 0.1)."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
-    """Conservative DPO's label-flip probability (0 = plain DPO), as TRL's sigmoid loss."""
+    """Conservative DPO's label-flip probability (0 = plain DPO); TRL's sigmoid loss has no such option."""
     batch_size: int = Field(8, ge=1)
     """Pairs per optimiser step."""
     max_length: int = Field(1024, ge=8)

@@ -63,7 +63,9 @@ def _parse_row(row: dict[str, Any], n: int, where: str) -> CrowsPair:
     direction = _label(row["stereo_antistereo"], HUB_DIRECTIONS, "stereo_antistereo", at)
     if direction not in HUB_DIRECTIONS:
         raise DataError(f"{at}: stereo_antistereo {direction!r} is neither 'stereo' nor 'antistereo'")
-    sentences = [str(row[k] or "").strip() for k in ("sent_more", "sent_less")]
+    # Line breaks inside a sentence as the official file has them ("\n"): the packaged CSV was saved with
+    # Windows line endings, which put "\r\n" inside row 1293's sent_less and would change its score.
+    sentences = [str(row[k] or "").replace("\r\n", "\n").replace("\r", "\n").strip() for k in ("sent_more", "sent_less")]
     if not all(sentences):
         raise DataError(f"{at}: sent_more and sent_less must both be non-empty")
     raw_index = next((row[k] for k in ("", "index", "id") if row.get(k) not in (None, "")), n)

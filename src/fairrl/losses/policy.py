@@ -45,6 +45,15 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # -- aggregations ---------------------------------------------------------------------------------
 
 
+def _clip_fraction(flag: torch.Tensor, mask: torch.Tensor, level: str) -> torch.Tensor:
+    """Share of clipped completion tokens ``[N, T]`` -> scalar; at sequence level (GSPO, one ratio per
+    sequence) the share of sequences with a token, as TRL 1.16 logs it."""
+    if level != "sequence":
+        return _masked_mean(flag.to(torch.float32), mask)
+    rows = mask.any(-1)  # [N]
+    return (flag & mask).any(-1)[rows].float().mean() if bool(rows.any()) else torch.zeros(())
+
+
 def sequence_mean(
     per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int | None = None
 ) -> torch.Tensor:
@@ -193,8 +202,8 @@ def policy_loss(
     ``beta > 0`` (then ``ref_logp`` is required).
 
     Returns the scalar loss and detached stats (TRL names): ``clip_ratio/low_mean`` (fraction of
-    completion tokens with ratio < 1 - eps_low and A < 0), ``clip_ratio/high_mean`` (ratio >
-    1 + eps_high and A > 0), ``clip_ratio/region_mean`` (either), ``ratio_mean``, and ``kl`` (mean
+    completion tokens with ratio < 1 - eps_low and A < 0; of sequences at sequence level, as TRL),
+    ``clip_ratio/high_mean`` (ratio > 1 + eps_high and A > 0), ``clip_ratio/region_mean`` (either), ``ratio_mean``, and ``kl`` (mean
     k3 over completion tokens, only when beta > 0).
     """
     _check_shapes(logp, old_logp, advantages, mask, ref_logp)
@@ -226,8 +235,7 @@ def policy_loss(
     with torch.no_grad():
         low = (ratio < 1 - epsilon) & (adv < 0)  # [N, T]
         high = (ratio > 1 + eps_high) & (adv > 0)
-        stats["clip_ratio/low_mean"] = _masked_mean(low.to(logp.dtype), mask)
-        stats["clip_ratio/high_mean"] = _masked_mean(high.to(logp.dtype), mask)
-        stats["clip_ratio/region_mean"] = _masked_mean((low | high).to(logp.dtype), mask)
+        for name, flag in (("low", low), ("high", high), ("region", low | high)):
+            stats[f"clip_ratio/{name}_mean"] = _clip_fraction(flag, mask, importance_sampling_level)
         stats["ratio_mean"] = _masked_mean(ratio, mask)
     return loss, stats

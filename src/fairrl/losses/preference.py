@@ -79,7 +79,9 @@ def dpo_loss(
 
     With ``label_smoothing`` eps = 0 (the default) this is plain DPO. eps > 0 is conservative DPO
     (cDPO; Mitchell, "A note on DPO with noisy preferences", 2023): the label is flipped with
-    probability eps, as in TRL's ``sigmoid`` loss.
+    probability eps. TRL 1.16's ``sigmoid`` loss ignores ``label_smoothing`` (its ``aot`` / ``aot_unpaired``
+    losses apply this same form to sorted log-ratios, and ``robust`` divides by 1 - 2 eps); with eps = 0 this
+    equals TRL's ``sigmoid`` loss.
 
     Deviations: none for eps = 0; eps must lie in [0, 0.5) (0.5 would make the loss ignore the label).
     """

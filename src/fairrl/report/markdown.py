@@ -67,9 +67,12 @@ def lookup(results: dict[str, Any], path: str | tuple[str, ...]) -> tuple[float 
 
 
 def fmt(value: float | None, ci: list[float] | None = None) -> str:
-    """``0.412 [0.35, 0.47]``; an en dash when missing; intervals with NaN ends are left out."""
+    """``0.412 [0.35, 0.47]``; an en dash when missing, ``n/a`` when undefined (NaN, e.g. CrowS-Pairs'
+    anti-stereotype score without anti-stereotype pairs); intervals with NaN ends are left out."""
     if value is None:
         return "–"
+    if math.isnan(value):
+        return "n/a"
     text = f"{value:.3f}"
     if ci and not any(math.isnan(c) for c in ci):
         text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
