@@ -13,8 +13,7 @@ from fairrl.data.parsing import extract_final_answer, parse_bbq_answer
 from fairrl.data.records import Example
 from fairrl.data.run_data import RunData
 from fairrl.errors import DataError
-from fairrl.models.sequences import encode_sequences
-from fairrl.recipes.dpo_train import pair_logps, run_dpo_method
+from fairrl.recipes.dpo_train import encode_pairs, pair_logps, run_dpo_method
 from tests.tiny import tiny_policy
 
 ANSWERS = ["The grandson", "Cannot be determined", "The grandfather"]
@@ -68,18 +67,24 @@ def test_user_rows_give_their_chosen_and_rejected():
 
 
 def test_pair_logps_are_summed_reply_logprobs_of_each_sequence():
+    """Shared-prompt pair layout (prompt once, both replies on it) = a plain forward of each full sequence."""
     tok, model = tiny_policy()
     model.eval()
     prompts = [[5, 6, 7], [8, 9]]
-    replies = [[10, 11], [12], [13, 14, 15], [16, 17]]  # chosen 1, 2 then rejected 1, 2
-    batch = encode_sequences(prompts * 2, replies, pad_id=0, max_length=16, packing=True)
-    chosen, rejected = pair_logps(model, batch, 2)
+    chosen, rejected = [[10, 11], [12]], [[13, 14, 15], [16, 17]]
+    chosen_lp, rejected_lp = pair_logps(model, encode_pairs(prompts, chosen, rejected, pad_id=0, max_length=16))
     want = []
-    for p, r in zip(prompts * 2, replies, strict=True):
+    for p, r in zip(prompts * 2, chosen + rejected, strict=True):
         logits = model(torch.tensor([p + r])).logits[0].log_softmax(-1)
         want.append(sum(float(logits[len(p) - 1 + i, t]) for i, t in enumerate(r)))
-    torch.testing.assert_close(torch.cat([chosen, rejected]).double(), torch.tensor(want).double(),
+    torch.testing.assert_close(torch.cat([chosen_lp, rejected_lp]).double(), torch.tensor(want).double(),
                                atol=1e-4, rtol=1e-4)  # fmt: skip
+
+
+def test_encode_pairs_truncates_the_prompt_from_the_left():
+    b = encode_pairs([[1, 2, 3, 4, 5]], [[6, 7]], [[8, 9, 10]], pad_id=0, max_length=5)
+    assert b.prompt_ids.tolist() == [[4, 5]] and b.reply_ids.tolist() == [[6, 7, 0], [8, 9, 10]]
+    assert b.reply_mask.tolist() == [[1, 1, 0], [1, 1, 1]] and b.tokens == 7
 
 
 def _data(n: int = 12) -> RunData:

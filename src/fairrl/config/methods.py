@@ -72,7 +72,5 @@ class DPOMethodConfig(Strict):
     """Pairs per optimiser step."""
     max_length: int = Field(1024, ge=8)
     """Most tokens of prompt + reply (truncated as in sft)."""
-    packing: bool = True
-    """Pack the 2 x batch_size sequences into shared rows (same log-probabilities as padded rows)."""
     rationale: bool = True
     """BBQ replies carry a rationale line (as sft's targets); false = the option text alone."""

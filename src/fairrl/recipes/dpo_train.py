@@ -8,8 +8,10 @@ prompt stream, and takes one AdamW step on the DPO loss (Rafailov et al., arXiv 
     L = -log sigmoid(beta * [(log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))])
 
 Sequence log-probabilities are sums over the reply's tokens, which end with the chat template's
-end-of-turn token (the sequence the likelihood evaluation scores); chosen and rejected sequences go
-through one packed forward. The reference is the policy with its adapters disabled (LoRA) or a frozen
+end-of-turn token (the sequence the likelihood evaluation scores). A pair's two replies share its prompt,
+so each step is one forward of GRPO's grouped layout with group size 2
+(:func:`fairrl.models.logprobs.completion_logprobs`): the prompt is encoded once for both replies, which
+on the demo's BBQ pairs (prompts ~130 tokens, replies ~20) is ~40% fewer tokens than two full sequences. The reference is the policy with its adapters disabled (LoRA) or a frozen
 copy (full fine-tuning), scored on the same batch without gradient. Logged with TRL's names:
 ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +39,55 @@ from fairrl.errors import DataError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.eval.likelihood import end_of_turn_id
 from fairrl.losses.preference import dpo_loss, dpo_margins
-from fairrl.models.sequences import encode_sequences, packing_supported, sequence_logprobs
+from fairrl.models.logprobs import completion_logprobs
+from fairrl.rollout.generate import left_pad
 from fairrl.trainer.loop import RunContext, StreamMethod, run_method, update
 from fairrl.trainer.sft_step import ReplyEncoder
 
 
-def pair_logps(model, batch, n_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed reply log-probabilities of a batch encoded as [chosen_1..B, rejected_1..B]: ([B], [B])."""
-    sums = torch.stack([t.sum() for t in torch.split(sequence_logprobs(model, batch), batch.lengths)])
-    return sums[:n_pairs], sums[n_pairs:]
+@dataclass
+class PairBatch:
+    """B prompts (left-padded) and their 2B replies, prompt-major: [chosen_1, rejected_1, chosen_2, ...]."""
+
+    prompt_ids: torch.Tensor  # [B, Lp]
+    prompt_mask: torch.Tensor  # [B, Lp]
+    reply_ids: torch.Tensor  # [2B, Lr] right-padded
+    reply_mask: torch.Tensor  # [2B, Lr]
+
+    def to(self, device) -> PairBatch:
+        return PairBatch(*(t.to(device) for t in (self.prompt_ids, self.prompt_mask, self.reply_ids, self.reply_mask)))
+
+    @property
+    def tokens(self) -> int:
+        return int(self.prompt_mask.sum() + self.reply_mask.sum())
+
+
+def encode_pairs(prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]], pad_id: int,
+                 max_length: int) -> PairBatch:  # fmt: skip
+    """Token ids of B (prompt, chosen, rejected): a prompt longer than ``max_length`` minus its longer reply
+    loses tokens from the left (one always stays); a reply longer than ``max_length - 1`` is cut."""
+    kept, replies = [], []
+    for p, c, r in zip(prompts, chosen, rejected, strict=True):
+        c, r = c[: max_length - 1], r[: max_length - 1]
+        room = max(1, max_length - max(len(c), len(r)))
+        kept.append(p[-room:])
+        replies += [c, r]
+    prompt_ids, prompt_mask = left_pad(kept, pad_id)
+    width = max(len(x) for x in replies)
+    reply_ids = torch.full((len(replies), width), pad_id, dtype=torch.long)
+    reply_mask = torch.zeros((len(replies), width), dtype=torch.long)
+    for i, x in enumerate(replies):
+        reply_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        reply_mask[i, : len(x)] = 1
+    return PairBatch(prompt_ids, prompt_mask, reply_ids, reply_mask)
+
+
+def pair_logps(model, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed reply log-probabilities (chosen ``[B]``, rejected ``[B]``), the prompt encoded once per pair."""
+    logp, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.reply_ids,
+                                  batch.reply_mask, 2)  # fmt: skip
+    sums = logp.sum(-1)  # [2B], 0 on padding
+    return sums[0::2], sums[1::2]
 
 
 class DPOMethod(StreamMethod):
@@ -69,35 +112,32 @@ class DPOMethod(StreamMethod):
             run.console(f"note: {self.skipped:,} training prompts have no preference pair and are left out")
         self.encoder = ReplyEncoder(run.tokenizer, end_of_turn_id(run.tokenizer))
         self.stream = PromptStream(self.examples, run.cfg.seed)
-        self.packing = run.cfg.dpo.packing and packing_supported(run.policy)
         self.reference = None
         if not hasattr(run.policy, "disable_adapter"):  # full fine-tuning: a frozen copy of the start
             self.reference = copy.deepcopy(run.policy).eval().requires_grad_(False)
 
-    def _encode(self, pairs: list[ReplyPair]):
-        prompts = [self.encoder.prompt(p.example.prompt_id, p.example.prompt) for p in pairs]
-        replies = [self.encoder.reply(p.chosen) for p in pairs] + [self.encoder.reply(p.rejected) for p in pairs]
-        cfg = self.run.cfg.dpo
-        return encode_sequences(prompts * 2, replies, self.encoder.pad_id, cfg.max_length, self.packing).to(
-            self.run.device
-        )
+    def _encode(self, pairs: list[ReplyPair]) -> PairBatch:
+        enc = self.encoder
+        prompts = [enc.prompt(p.example.prompt_id, p.example.prompt) for p in pairs]
+        chosen, rejected = [enc.reply(p.chosen) for p in pairs], [enc.reply(p.rejected) for p in pairs]
+        return encode_pairs(prompts, chosen, rejected, enc.pad_id, self.run.cfg.dpo.max_length).to(self.run.device)
 
     @torch.no_grad()
-    def _reference(self, batch, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reference(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.reference is not None:
-            return pair_logps(self.reference, batch, n)
+            return pair_logps(self.reference, batch)
         policy = self.run.policy
         policy.eval()
         with policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext():
-            return pair_logps(policy, batch, n)
+            return pair_logps(policy, batch)
 
     def step(self, step: int) -> dict[str, Any]:
         cfg = self.run.cfg.dpo
         pairs = [self.pairs[e.prompt_id] for e in self.stream.take(cfg.batch_size)]
         batch = self._encode(pairs)
-        ref_c, ref_r = self._reference(batch, len(pairs))
+        ref_c, ref_r = self._reference(batch)
         self.run.policy.train()
-        pol_c, pol_r = pair_logps(self.run.policy, batch, len(pairs))
+        pol_c, pol_r = pair_logps(self.run.policy, batch)
         loss = dpo_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing).mean()
         metrics = update(self.run, loss)
         self.run.policy.eval()
@@ -111,8 +151,8 @@ class DPOMethod(StreamMethod):
             "rewards/accuracies": float((margins > 0).float().mean()),
             "logps/chosen": float(pol_c.detach().mean()),
             "logps/rejected": float(pol_r.detach().mean()),
-            "completions/mean_length": sum(batch.lengths) / len(batch.lengths),
-            "tokens/trained": float(batch.mask.sum()),
+            "completions/mean_length": float(batch.reply_mask.sum()) / batch.reply_mask.shape[0],
+            "tokens/trained": float(batch.tokens),
         }
 
 
