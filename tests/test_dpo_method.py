@@ -84,7 +84,7 @@ def test_pair_logps_are_summed_reply_logprobs_of_each_sequence():
 def test_encode_pairs_truncates_the_prompt_from_the_left():
     b = encode_pairs([[1, 2, 3, 4, 5]], [[6, 7]], [[8, 9, 10]], pad_id=0, max_length=5)
     assert b.prompt_ids.tolist() == [[4, 5]] and b.reply_ids.tolist() == [[6, 7, 0], [8, 9, 10]]
-    assert b.reply_mask.tolist() == [[1, 1, 0], [1, 1, 1]] and b.tokens == 7
+    assert b.reply_mask.tolist() == [[1, 1, 0], [1, 1, 1]] and b.tokens == 2 * 2 + 5
 
 
 def _data(n: int = 12) -> RunData:

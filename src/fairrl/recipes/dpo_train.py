@@ -59,7 +59,8 @@ class PairBatch:
 
     @property
     def tokens(self) -> int:
-        return int(self.prompt_mask.sum() + self.reply_mask.sum())
+        """Tokens of the 2B trained sequences, prompt counted per sequence (as TRL's ``num_tokens``)."""
+        return int(2 * self.prompt_mask.sum() + self.reply_mask.sum())
 
 
 def encode_pairs(prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]], pad_id: int,

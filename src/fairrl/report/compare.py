@@ -59,8 +59,9 @@ def run_values(summary: dict[str, Any]) -> dict[str, tuple[float | None, list[fl
 
 
 def costs(metrics: list[dict[str, Any]], steps: int | None = None) -> dict[str, float]:
-    """Steps, tokens in the training forwards (``tokens/trained``) and training seconds of one run, summed
-    over its logged steps (compare logs every step)."""
+    """Steps, tokens of the trained sequences (``tokens/trained``: prompt + reply of every sequence the loss
+    sees, as TRL's ``num_tokens``; a prompt shared by a GRPO group or a DPO pair is computed once, so this
+    counts data, not compute) and training seconds of one run, summed over its steps (compare logs every step)."""
     return {
         "steps": float(len(metrics) if steps is None else steps),
         "tokens": sum(float(r.get("tokens/trained", 0.0)) for r in metrics),
@@ -173,7 +174,7 @@ def compare_markdown(collected: dict[str, dict[str, Any]], budget: int) -> str:
         cells = [_cell(a["metrics"].get(k)) for _, k in cols]
         lines.append(f"| {name} | {len(a['seeds'])} | " + " | ".join(cells) + f" | {', '.join(map(str, a['collapsed']))} |")
     lines += ["", "## Cost per run (mean over seeds)", "",
-              "| arm | optimiser steps | training sequences | tokens in training forwards | training minutes |",
+              "| arm | optimiser steps | training sequences | tokens of those sequences | training minutes |",
               "|---|---|---|---|---|"]  # fmt: skip
     for name, a in collected.items():
         c = a["costs"]
