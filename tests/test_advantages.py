@@ -207,13 +207,13 @@ def test_zero_variance_groups():
 
 def test_group_stats():
     """[[1, 1], [0, 1]]: reward 3/4 = 0.75; reward_std = unbiased std of {1, 1, 0, 1} = sqrt(0.25) = 0.5
-    (TRL's nanstd over the batch; the old per-group mean, 0.35355, is reward_std/group_mean: group stds 0
+    (TRL's nanstd over the batch; the old per-group mean, 0.35355, is reward_std_group_mean: group stds 0
     and 0.70711); one of two groups constant -> frac 0.5. With [[1, nan], [0, 1]]: reward over {1, 0, 1} =
     2/3, reward_std = std of {1, 0, 1} = sqrt(1/3). All NaN: reward NaN."""
     s = group_stats(torch.tensor([[1.0, 1.0], [0.0, 1.0]]))
     assert s["reward"] == pytest.approx(0.75)
     assert s["reward_std"] == pytest.approx(0.5)
-    assert s["reward_std/group_mean"] == pytest.approx(S2 / 2)
+    assert s["reward_std_group_mean"] == pytest.approx(S2 / 2)
     assert s["frac_reward_zero_std"] == 0.5
     s = group_stats(torch.tensor([[1.0, nan], [0.0, 1.0]]))
     assert s["reward"] == pytest.approx(2 / 3)

@@ -302,7 +302,7 @@ def group_stats(rewards: torch.Tensor, atol: float = 1e-6) -> dict[str, float]:
 
     - ``reward``: mean over non-NaN rewards (NaN if there are none);
     - ``reward_std``: unbiased std of all non-NaN rewards of the batch (TRL 1.16: ``nanstd(rewards)``);
-    - ``reward_std/group_mean``: mean over groups of the within-group std (the spread GRPO's group
+    - ``reward_std_group_mean``: mean over groups of the within-group std (the spread GRPO's group
       baseline sees; fairrl logged this as ``reward_std`` before matching TRL);
     - ``frac_reward_zero_std``: fraction of groups whose rewards are all equal (see
       :func:`zero_variance_groups`).
@@ -311,6 +311,6 @@ def group_stats(rewards: torch.Tensor, atol: float = 1e-6) -> dict[str, float]:
     return {
         "reward": float(_nanmean(rewards)) if ok.any() else float("nan"),
         "reward_std": float(_nanstd(rewards)),
-        "reward_std/group_mean": float(_nanstd(rewards, dim=1).mean()),
+        "reward_std_group_mean": float(_nanstd(rewards, dim=1).mean()),
         "frac_reward_zero_std": float(zero_variance_groups(rewards, atol).float().mean()),
     }

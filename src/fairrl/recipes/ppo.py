@@ -98,7 +98,7 @@ def run_ppo(
             metrics = batch_metrics(batch, names)
             metrics.pop("frac_reward_zero_std")  # no group baseline: equal rewards still teach the critic
             if batch.rollout.group_size == 1:
-                metrics.pop("reward_std/group_mean")
+                metrics.pop("reward_std_group_mean")
             metrics.update(ds_info)
             with step_guard(step + 1, run_dir, cfg.learning_rate):
                 metrics.update(step_fn.update(batch, optimizer, scheduler, step))

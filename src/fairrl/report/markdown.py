@@ -63,7 +63,9 @@ def lookup(results: dict[str, Any], path: str | tuple[str, ...]) -> tuple[float 
     if not isinstance(node, dict) or not isinstance(node.get(name), (int, float)):
         return None, None
     ci = node.get(f"{name}_ci")
-    return float(node[name]), (list(ci) if ci is not None else None)
+    if ci is None or any(not isinstance(c, (int, float)) or math.isnan(c) for c in ci):
+        return float(node[name]), None  # no interval, or an undefined end (null in JSON, NaN in memory)
+    return float(node[name]), list(ci)
 
 
 def fmt(value: float | None, ci: list[float] | None = None) -> str:
@@ -74,7 +76,7 @@ def fmt(value: float | None, ci: list[float] | None = None) -> str:
     if math.isnan(value):
         return "n/a"
     text = f"{value:.3f}"
-    if ci and not any(math.isnan(c) for c in ci):
+    if ci and not any(c is None or math.isnan(c) for c in ci):  # None: undefined, as written to JSON
         text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
     return text
 
