@@ -25,7 +25,10 @@ def test_plan_gives_every_method_the_same_number_of_sequences():
     arms = {a.name: a for a in plan_arms(cfg, ["grpo", "ppo", "sft", "kd", "dpo"], [None], 320)}
     assert {n: a.steps for n, a in arms.items()} == {"grpo": 10, "ppo": 10, "sft": 40, "kd": 20, "dpo": 20}
     assert arms["dpo"].overrides(cfg) == ["method=dpo", "max_steps=20", "run_name=dpo", "logging_steps=1",
-                                          "max_minutes=null"]  # fmt: skip
+                                          "max_minutes=null", "warm_start.steps=0"]  # fmt: skip
+    # a base config with a warm start (the demo's) still gives valid arms: each arm is one strategy
+    warm = load_config(None, ["warm_start.steps=5"])
+    assert load_config(None, ["warm_start.steps=5"] + arms["sft"].overrides(warm)).warm_start.steps == 0
     assert arms["ppo"].overrides(cfg)[-1] == "algorithm.beta=0"  # PPO's KL sits in its reward
     assert plan_arms(cfg, ["sft"], [None], 3)[0].steps == 1  # rounds up
 
@@ -35,7 +38,7 @@ def test_ratio_sets_the_debiasing_share_and_keeps_the_others_proportions():
     sets = mixture_overrides(cfg, 0.2)
     assert sets == ["data.sources.0.weight=0.6", "data.sources.1.weight=0.2", "data.sources.2.weight=0.2"]
     arm = plan_arms(cfg, ["sft"], [0.2], 8)[0]
-    assert arm.name == "sft-debias20" and arm.overrides(cfg)[5:] == sets
+    assert arm.name == "sft-debias20" and arm.overrides(cfg)[6:] == sets
     with pytest.raises(ConfigError, match="needs both a bbq source"):
         mixture_overrides(load_config(None, ["data.sources=[{kind: reasoning}]"]), 0.5)
 

@@ -15,8 +15,9 @@ must first be generated; a DPO pair costs a reference forward).
 
 Everything else comes from the one config: the same model, LoRA, learning rate and schedule, rewards and
 evaluation. ``max_minutes`` is lifted (a wall-clock cap would stop the slower methods short of the budget;
-the report gives each run's minutes instead). One exception: ppo runs with ``algorithm.beta=0``, its KL being the per-token penalty in the
-reward (``ppo.kl_coef``), as in TRL's PPO.
+the report gives each run's minutes instead) and a ``warm_start`` is dropped (its SFT steps would be a second
+strategy, outside the budget). One exception: ppo runs with ``algorithm.beta=0``, its KL being the
+per-token penalty in the reward (``ppo.kl_coef``), as in TRL's PPO.
 
 Debiasing share (FairReason's ratio, arXiv 2507.23067): ``r`` sets the weight of every BBQ source to
 ``r`` and the other sources' weights to ``1 - r`` in proportion to their configured weights, so a share
@@ -63,7 +64,8 @@ class Arm:
     def overrides(self, cfg: TrainConfig) -> list[str]:
         """``--set`` overrides that turn the base config into this arm."""
         out = [f"method={self.method}", f"max_steps={self.steps}", f"run_name={self.name}", "logging_steps=1",
-               "max_minutes=null"]  # a wall-clock cap would cut slow methods short of the equal budget
+               "max_minutes=null",  # a wall-clock cap would cut slow methods short of the equal budget
+               "warm_start.steps=0"]  # each arm one strategy, on the same budget (a warm start is sft steps)
         if self.method == "ppo":  # PPO's KL is the per-token penalty in its reward (ppo.kl_coef), not a loss term
             out.append("algorithm.beta=0")
         if self.ratio is not None:

@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from fairrl.config.base import Strict
 from fairrl.config.common import ModelConfig, RunConfig, RunName
 from fairrl.config.data import DataConfig
-from fairrl.config.methods import DPOMethodConfig, KDConfig, SFTConfig
+from fairrl.config.methods import DPOMethodConfig, KDConfig, SFTConfig, WarmStartConfig
 from fairrl.config.ppo import PPOConfig
 
 
@@ -183,6 +183,8 @@ class TrainConfig(RunConfig):
     """PPO with a learned critic (method: ppo; sampling and clipping from ``algorithm:``)."""
     dpo: DPOMethodConfig = Field(default_factory=DPOMethodConfig)
     """DPO on preference pairs read from the same data (method: dpo; :mod:`fairrl.data.dpo_pairs`)."""
+    warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
+    """SFT steps before a grpo run (SFT then RL, as R1's cold start); the KL reference is the warm-started model."""
 
     renamed_keys: ClassVar[dict[str, str]] = {
         "algorithm.learning_rate": "learning_rate",
@@ -208,6 +210,11 @@ class TrainConfig(RunConfig):
             raise ValueError(
                 f"algorithm.num_generations={G}: must be greater than or equal to 2 for method 'grpo' (a group "
                 "of one has no baseline); method: ppo, whose baseline is its critic, may sample one"
+            )
+        if self.warm_start.steps and self.method != "grpo":
+            raise ValueError(
+                f"warm_start.steps={self.warm_start.steps} applies to method grpo only (method {self.method!r}); "
+                "set warm_start.steps=0, or add the SFT steps to a method: sft run"
             )
         if m is not None and not keeps_groups(m, G):
             raise ValueError(

@@ -6,7 +6,8 @@ distils a teacher (:mod:`fairrl.recipes.kd`). Both take one optimiser step per `
 Names follow TRL where the meaning is the same: ``SFTConfig`` (``packing``, ``max_length``) and
 ``GKDConfig`` (``lmbda``, ``beta``, ``temperature``, ``max_new_tokens``, ``seq_kd``) and ``DPOConfig``
 (``beta``, ``label_smoothing``, ``max_length``). ``method: dpo`` trains on pairs read from the same data
-(:mod:`fairrl.data.dpo_pairs`).
+(:mod:`fairrl.data.dpo_pairs`). ``warm_start:`` runs sft steps before a grpo run
+(:mod:`fairrl.trainer.warm_start`).
 """
 
 from __future__ import annotations
@@ -74,3 +75,11 @@ class DPOMethodConfig(Strict):
     """Most tokens of prompt + reply (truncated as in sft)."""
     rationale: bool = True
     """BBQ replies carry a rationale line (as sft's targets); false = the option text alone."""
+
+
+class WarmStartConfig(Strict):
+    steps: int = Field(0, ge=0)
+    """SFT steps on the data's own targets before the GRPO steps (``sft:`` gives batch size, packing and
+    rationale); 0 = none. The GRPO phase then starts from, and keeps its KL to, the fine-tuned model."""
+    learning_rate: float | None = Field(None, gt=0.0, allow_inf_nan=False)
+    """Learning rate of the SFT phase, on the run's schedule over ``steps``; null = the run's learning_rate."""

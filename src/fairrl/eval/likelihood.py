@@ -36,11 +36,11 @@ from copy import deepcopy
 import torch
 
 from fairrl.console import track
+from fairrl.models.common import end_of_turn_id
 from fairrl.rollout.generate import left_pad, sample_groups
 
 Messages = list[dict[str, str]]
 Prompt = list[int] | Messages
-_SENTINEL = "fairrl-end-of-turn-probe"
 
 
 def _device(model) -> torch.device:
@@ -64,26 +64,6 @@ def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
         return list(prompt)  # type: ignore[arg-type]
     text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def end_of_turn_id(tokenizer) -> int:
-    """Id of the token the chat template puts right after an assistant reply, else the eos token.
-
-    Read off the template (``<|im_end|>`` for ChatML, ``<|eot_id|>`` for Llama 3, ``<end_of_turn>``
-    for Gemma) because some tokenizers' ``eos_token`` is the end of the *document*, not of the turn.
-    """
-    try:
-        chat = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
-        text = tokenizer.apply_chat_template(chat, tokenize=False)
-        ids = tokenizer(text.split(_SENTINEL, 1)[1], add_special_tokens=False)["input_ids"]
-        special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
-        if ids and ids[0] in special:
-            return int(ids[0])
-    except Exception:  # templates that reject this probe conversation: fall back to eos
-        pass
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has neither a chat template end-of-turn token nor an eos token")
-    return int(tokenizer.eos_token_id)
 
 
 def _pad_id(tokenizer) -> int:

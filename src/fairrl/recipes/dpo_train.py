@@ -37,8 +37,8 @@ from fairrl.data.run_data import RunData
 from fairrl.data.stream import PromptStream
 from fairrl.errors import DataError
 from fairrl.eval.heldout import evaluate_splits
-from fairrl.eval.likelihood import end_of_turn_id
 from fairrl.losses.preference import dpo_loss, dpo_margins
+from fairrl.models.common import end_of_turn_id
 from fairrl.models.logprobs import completion_logprobs
 from fairrl.rollout.generate import left_pad
 from fairrl.trainer.loop import RunContext, StreamMethod, run_method, update

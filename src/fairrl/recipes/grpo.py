@@ -8,9 +8,10 @@ Run folder layout (``runs/<run_name>/`` or ``--out``)::
     tensorboard/        the same as TensorBoard events (report_to; wandb/, mlruns/ and trackers.json likewise)
     checkpoints/        step-NNNNNN/ folders + ``latest`` pointer (atomic); ``--resume`` continues from here
     eval_before.json    held-out evaluation of the starting model (every split of :mod:`fairrl.eval.heldout`)
+    warm_start/         with warm_start.steps > 0: the SFT run before the GRPO steps (:mod:`fairrl.trainer.warm_start`)
     eval_after.json     the same after training
     summary.json        before/after headline figures with 95% intervals
-    final/              trained weights (LoRA adapter or full model, safetensors)
+    final/              trained weights (LoRA adapter or full model, safetensors; the full model after a warm start)
     report.md, *.png    markdown report and plots
 """
 
@@ -38,6 +39,7 @@ from fairrl.trainer.logging import MetricsLogger
 from fairrl.trainer.optim import make_optimizer
 from fairrl.trainer.run import abandon_run, begin_run, continue_config, plan_run, save_final
 from fairrl.trainer.trackers import require_trackers
+from fairrl.trainer.warm_start import final_model, run_warm_start, start_from_warm
 
 
 def run_training(
@@ -81,12 +83,20 @@ def run_training(
             console("evaluating the starting model ...")
             before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress)
             write_json_atomic(before_path, before)
-
+    except BaseException:
+        abandon_run(folder)
+        raise
+    warm = None
+    if cfg.warm_start.steps:  # minutes of training: an interruption keeps it for --resume
+        warm = run_warm_start(cfg, run_dir, tokenizer, policy, data, console, progress=progress)
+        policy = start_from_warm(cfg, policy)
+    try:
         step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy))
         optimizer, scheduler = make_optimizer(cfg, policy, cfg.optimizer_steps)
         state = resume_checkpoint(run_dir, policy, optimizer, scheduler, console) if folder.resume else None
     except BaseException:
-        abandon_run(folder)
+        if warm is None:
+            abandon_run(folder)
         raise
     start, position = (state["step"], state["position"]) if state else (0, 0)
     stream = PromptStream(data.train, cfg.seed, position)
@@ -127,6 +137,7 @@ def run_training(
     finally:
         bar.close()
         logger.close()
+    policy = final_model(cfg, policy)
     save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
     if evaluate and data.evals:
         console("evaluating the trained model ...")
@@ -134,7 +145,10 @@ def run_training(
                                 trainer_state=step_fn.progress(step, stream))  # fmt: skip
         write_json_atomic(run_dir / "eval_after.json", after)
         before = json.loads(before_path.read_text()) if before_path.exists() else {}
-        write_json_atomic(run_dir / "summary.json", {"steps": step, "before": before, "after": after})
+        summary = {"steps": step, "before": before, "after": after}
+        if warm is not None:
+            summary["warm_start"] = warm
+        write_json_atomic(run_dir / "summary.json", summary)
     return run_dir
 
 

@@ -36,8 +36,9 @@ from fairrl.data.sft_targets import with_targets
 from fairrl.data.stream import PromptStream
 from fairrl.data.teacher_prompt import teacher_messages
 from fairrl.eval.heldout import evaluate_splits
-from fairrl.eval.likelihood import end_of_turn_id, stop_token_ids
+from fairrl.eval.likelihood import stop_token_ids
 from fairrl.losses.distill import distill_loss
+from fairrl.models.common import end_of_turn_id
 from fairrl.models.policy import check_completion_length
 from fairrl.models.sequences import encode_sequences, packing_supported, sequence_logits
 from fairrl.models.teacher import load_teacher

@@ -316,7 +316,13 @@ def write_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any],
     others = tuple(s for s in {**before, **after} if s not in covered)
     if others:
         parts += _section("Other evaluations", others, before, after)
-    parts += ["## Training", "", training_summary(Path(metrics_path)), ""]
+    parts += ["## Training", ""]
+    warm = summary.get("warm_start")
+    if warm:
+        parts += [f"Warm start: {warm['steps']} SFT steps on the data's targets before the GRPO steps (loss "
+                  f"{fmt(warm.get('loss_first'))} -> {fmt(warm.get('loss_last'))}; `warm_start/`). The GRPO "
+                  "figures below are of the steps after it; its KL reference is the warm-started model.", ""]
+    parts += [training_summary(Path(metrics_path)), ""]
     rows = read_metrics(Path(metrics_path)) if Path(metrics_path).exists() else []
     parts += ["## Training health", "", health_markdown(run_checks(rows, summary)), "", "## Plots", ""]
     plots = sorted(p.name for p in run_dir.glob("*.png"))

@@ -37,7 +37,7 @@ from fairrl.models.policy import write_policy
 
 RUN_FILES = (
     "config.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "final", "eval_before.json", "eval_after.json",
-    "summary.json", "data.json", "results.json", "report.md", "*.png", "completions.jsonl", "trackers.json",
+    "summary.json", "warm_start", "data.json", "results.json", "report.md", "*.png", "completions.jsonl", "trackers.json",
     "wandb", "mlruns",
 )  # fmt: skip
 """What runs write into their folder (names or glob patterns): ``--overwrite`` removes these and the
@@ -207,7 +207,7 @@ def begin_run(folder: RunFolder, cfg: RunConfig, console: Console) -> None:
             if not checkpoint_folders(path):
                 console(f"note: {path} holds no checkpoint (the run stopped before its first save); "
                         "restarting it from step 0")  # fmt: skip
-                remove_run_files(path, keep=("config.yaml",))
+                remove_run_files(path, keep=("config.yaml", "warm_start"))  # a warm start resumes by itself
             else:
                 repair_metrics(path, console)
         write_text_atomic(path / "config.yaml", dump_config(cfg))

@@ -8,6 +8,7 @@
   in ChatML) is learned too; here the reply ends at the end-of-turn token.
 - :func:`sft_update`: the completion-only NLL (:func:`fairrl.losses.sft.sft_loss`) over one batch,
   packed or padded (:mod:`fairrl.models.sequences`), and one optimiser step.
+- :class:`SFTMethod`: the step of ``method: sft`` and of a grpo run's ``warm_start``.
 - :func:`sample_replies`: replies sampled with the run's shared-prompt sampler, as token ids (the stop
   token included when one was emitted).
 """
@@ -18,11 +19,17 @@ from typing import Any
 
 import torch
 
+from fairrl.config.grpo import TrainConfig
 from fairrl.data.records import Message
+from fairrl.data.run_data import RunData
+from fairrl.data.sft_targets import with_targets
+from fairrl.data.stream import PromptStream
+from fairrl.errors import DataError
 from fairrl.losses.sft import sft_loss
-from fairrl.models.sequences import encode_sequences, sequence_logprobs
+from fairrl.models.common import end_of_turn_id
+from fairrl.models.sequences import encode_sequences, packing_supported, sequence_logprobs
 from fairrl.rollout.generate import left_pad, sample_groups
-from fairrl.trainer.loop import RunContext, update
+from fairrl.trainer.loop import RunContext, StreamMethod, update
 
 
 class ReplyEncoder:
@@ -85,3 +92,37 @@ def sample_replies(model, prompts: list[list[int]], n: int, *, max_new_tokens: i
     return [
         row[m.bool()].tolist() for row, m in zip(r.completion_ids.cpu(), r.completion_mask.cpu(), strict=True)
     ]
+
+
+class SFTMethod(StreamMethod):
+    """One step: ``sft.batch_size`` (prompt, target) examples -> completion-only NLL -> AdamW."""
+
+    name = "sft"
+
+    def check_data(self, cfg: TrainConfig, data: RunData) -> None:
+        self.examples, targets = with_targets(data.train, cfg.sft.rationale)
+        if not self.examples:
+            raise DataError(
+                "method sft: no training prompt has a target; BBQ, reasoning and GSM8K items carry one, rows of "
+                "your own data need a 'completion' column (or TRL's 'messages' ending with the reply)"
+            )
+        self.targets = {e.prompt_id: t for e, t in zip(self.examples, targets, strict=True)}
+        self.skipped = len(data.train) - len(self.examples)
+
+    def prepare(self, run: RunContext) -> None:
+        super().prepare(run)
+        if self.skipped:
+            run.console(
+                f"note: {self.skipped:,} training prompts have no target (no completion) and are left out"
+            )
+        self.encoder = ReplyEncoder(run.tokenizer, end_of_turn_id(run.tokenizer))
+        self.stream = PromptStream(self.examples, run.cfg.seed)
+        self.packing = run.cfg.sft.packing and packing_supported(run.policy)
+        if run.cfg.sft.packing and not self.packing:
+            run.console("note: this model's attention takes no packing mask; sft.packing is off for this run")
+
+    def step(self, step: int) -> dict[str, Any]:
+        batch = self.stream.take(self.run.cfg.sft.batch_size)
+        prompts = [self.encoder.prompt(e.prompt_id, e.prompt) for e in batch]
+        replies = [self.encoder.reply(self.targets[e.prompt_id]) for e in batch]
+        return sft_update(self.run, prompts, replies, self.encoder.pad_id, self.packing)
