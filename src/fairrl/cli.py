@@ -328,8 +328,6 @@ def main() -> None:  # pragma: no cover - console entry for `python -m fairrl`
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # deprecation notices from inside transformers/peft are not the user's to act on
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
-    # raised through torch's Module.__call__ for a keyword (past_key_values) that older transformers need
-    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`past_key_values` is deprecated")
     try:
         app()
     except KeyboardInterrupt:

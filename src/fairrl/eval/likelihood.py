@@ -36,6 +36,7 @@ from copy import deepcopy
 import torch
 
 from fairrl.console import track
+from fairrl.models.cache import cache_kwargs, returned_cache
 from fairrl.models.common import end_of_turn_id
 from fairrl.rollout.generate import left_pad, sample_groups
 
@@ -82,9 +83,7 @@ def _right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, t
 
 def _forward(model, ids, mask, positions, cache=None, last_only: bool = False):
     """One cached forward (``mask`` covers cache + ``ids``), optionally keeping the last logits only."""
-    kwargs = dict(
-        input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-    )
+    kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache_kwargs(model, cache))
     if last_only:
         try:
             return model(logits_to_keep=1, **kwargs)
@@ -108,7 +107,7 @@ def _prefix_cache(model, prefix: list[int]):
         return None
     ids = torch.tensor([prefix], device=_device(model))
     positions = torch.arange(len(prefix), device=ids.device)[None]
-    return _forward(model, ids, torch.ones_like(ids), positions, last_only=True).past_key_values
+    return returned_cache(_forward(model, ids, torch.ones_like(ids), positions, last_only=True))
 
 
 def _repeated(cache, rows: int):
@@ -186,7 +185,7 @@ def _score_rows(model, rows: list[dict[str, list]], start: int, cache, pad_id: i
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     keep = max(r["keep"] for r in rows)
     kwargs = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                  past_key_values=cache, use_cache=cache is not None)
+                  use_cache=cache is not None, **cache_kwargs(model, cache))
     try:
         logits = model(logits_to_keep=keep, **kwargs).logits  # [B, keep, V]
     except TypeError:  # models without logits_to_keep

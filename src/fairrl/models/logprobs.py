@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from fairrl.models.cache import cache_kwargs, returned_cache
 from fairrl.models.common import positions_from_mask, unwrap_peft
 from fairrl.models.head_logprobs import head_logprobs
 from fairrl.models.loading import checkpointing_active
@@ -107,7 +108,7 @@ def completion_outputs(
     if share_prompt and not checkpointing:
         kw = {"attention_mask": prompt_mask, "position_ids": positions_from_mask(prompt_mask), "use_cache": True}
         head = body(input_ids=prompt_ids, **kw) if body is not None else model(input_ids=prompt_ids, logits_to_keep=1, **kw)
-        cache = head.past_key_values
+        cache = returned_cache(head)
         cache.batch_repeat_interleave(G)
         last = (head.last_hidden_state if body is not None else head.logits)[:, -1:].repeat_interleave(G, dim=0)
         mask = torch.cat([prompt_mask.repeat_interleave(G, dim=0), completion_mask], dim=-1)
@@ -115,7 +116,7 @@ def completion_outputs(
         steps = torch.arange(Lc - 1, device=completion_ids.device)[None]
         kw = {
             "input_ids": completion_ids[:, :-1], "attention_mask": mask[:, :-1], "position_ids": start + steps,
-            "past_key_values": cache, "use_cache": True,
+            **cache_kwargs(body if body is not None else model, cache), "use_cache": True,
         }  # fmt: skip
         rest = body(**kw).last_hidden_state if body is not None else model(**kw).logits  # [P*G, Lc-1, X]
         return torch.cat([last, rest], dim=1)  # [P*G, Lc, X]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fairrl.models.cache import cache_kwargs, returned_cache
 from fairrl.models.common import positions_from_mask
 from fairrl.rollout.compact_decode import compact_decoder
 from fairrl.rollout.kv_cache import growing_cache
@@ -205,20 +206,20 @@ def _sample(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
             position_ids=positions_from_mask(prompt_mask),
-            past_key_values=cache,
             use_cache=True,
+            **cache_kwargs(model, cache),
         )
-        cache = out.past_key_values
+        cache = returned_cache(out)
         cache.batch_repeat_interleave(G)
         logits = out.logits[:, -1].repeat_interleave(G, dim=0)  # [P*G, V]
     else:
         ids = prompt_ids.repeat_interleave(G, dim=0)
         m = prompt_mask.repeat_interleave(G, dim=0)
         out = _forward_last(
-            model, input_ids=ids, attention_mask=m, position_ids=positions_from_mask(m), past_key_values=cache,
-            use_cache=True,
+            model, input_ids=ids, attention_mask=m, position_ids=positions_from_mask(m), use_cache=True,
+            **cache_kwargs(model, cache),
         )  # fmt: skip
-        cache = out.past_key_values
+        cache = returned_cache(out)
         logits = out.logits[:, -1]
     mask = prompt_mask.repeat_interleave(G, dim=0)  # [P*G, Lp]
     next_pos = mask.sum(-1)  # [P*G]
@@ -254,10 +255,10 @@ def _sample(
                 input_ids=tok[:, None],
                 attention_mask=mask,
                 position_ids=next_pos[:, None],
-                past_key_values=cache,
                 use_cache=True,
+                **cache_kwargs(model, cache),
             )
-            cache = out.past_key_values
+            cache = returned_cache(out)
             logits = out.logits[:, -1]
         next_pos = next_pos + 1
     completion_ids = torch.stack(tokens, dim=1)  # [P*G, Lc]
