@@ -119,3 +119,15 @@ def test_warm_start_settings_are_checked(tmp_path):
     run = _run(_cfg(2, 4), tmp_path / "run")
     with pytest.raises(ConfigError, match="warm_start differs"):
         _run(_cfg(3, 6), run, resume=str(run))
+
+
+def test_reports_name_the_warm_start(tmp_path):
+    from fairrl.report.markdown import config_summary, write_report
+
+    cfg = _cfg(2, 6).model_dump()
+    assert "- warm start: 6 SFT steps (lr 0.05) on the data's targets before the GRPO steps" in config_summary(cfg)
+    assert "warm start" not in config_summary(_cfg(2, 0).model_dump())
+    (tmp_path / "metrics.jsonl").write_text("")
+    summary = {"steps": 2, "warm_start": {"steps": 6, "loss_first": 2.5, "loss_last": 0.5}}
+    text = write_report(tmp_path, cfg, summary, tmp_path / "metrics.jsonl").read_text()
+    assert "Warm start: 6 SFT steps on the data's targets before the GRPO steps (loss 2.500 -> 0.500" in text

@@ -239,6 +239,10 @@ def config_summary(config: dict[str, Any], steps: Any = None) -> str:
     ]
     if any(method):
         lines.append("- method: " + ", ".join(m for m in method if m))
+    warm = config.get("warm_start") or {}
+    if warm.get("steps"):
+        lr = warm.get("learning_rate") or config.get("learning_rate")
+        lines.append(f"- warm start: {warm['steps']} SFT steps (lr {lr}) on the data's targets before the GRPO steps")
     total = sum(float(src.get("weight", 1.0)) for src in sources) or 1.0
     for src in sources:
         share = f"{float(src.get('weight', 1.0)) / total:.0%} of the prompts"
