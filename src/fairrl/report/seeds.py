@@ -103,7 +103,8 @@ def seeds_markdown(
             parts.append(f"| {r['metric']} | {cells} | {_pm(r['after_mean_sd'])} | "
                          f"{_pm(r['change_mean_sd'], sign=True)} | {r['up']} / {r['down']} |")  # fmt: skip
         parts.append("")
-    parts += ["## Training", "", "| seed | reward, first 10 steps | reward, last 10 steps | health |", "|---|---|---|---|"]
+    parts += ["## Training", "", "Reward windows: the first and last third of each run's steps, at most 10 steps each.", "",
+              "| seed | reward, first steps | reward, last steps | health |", "|---|---|---|---|"]
     for s in seeds:
         first, last = training.get(s, (math.nan, math.nan))
         bad = [c.name for c in health[s] if not c.ok]

@@ -12,7 +12,8 @@ A run of the BBQ + reasoning demo counts as a success when, on that run's own he
    training does not lie wholly below its interval before;
 5. ``reasoning kept``: reasoning accuracy after >= 88% of the starting model's (FairReason's bar,
    arXiv 2507.23067);
-6. ``reward rises``: mean training reward of the last 10 steps above the first 10.
+6. ``reward rises``: mean training reward of the last 10 steps above the first 10 (the last and first third
+   of a run shorter than 30 steps).
 
 A target whose numbers are absent (e.g. no reasoning split) is reported as not applicable (None).
 """
