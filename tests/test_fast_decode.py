@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fairrl.models.cache import cache_kwargs, returned_cache
 from fairrl.rollout.compact_decode import compact_decoder
 from fairrl.rollout.generate import left_pad, sample_categorical, sample_groups
 from fairrl.rollout.kv_cache import GrowingLayer, growing_cache
@@ -45,16 +46,16 @@ def test_growing_cache_matches_concatenating_cache_through_batch_repeat():
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         a = model(input_ids=ids, use_cache=True)
-        b = model(input_ids=ids, use_cache=True, past_key_values=cache)
-        a.past_key_values.batch_repeat_interleave(3)
-        b.past_key_values.batch_repeat_interleave(3)
+        b = model(input_ids=ids, use_cache=True, **cache_kwargs(model, cache))
+        returned_cache(a).batch_repeat_interleave(3)
+        returned_cache(b).batch_repeat_interleave(3)
         tok = torch.tensor([[9], [10], [11]])
         for _ in range(10):  # runs past the capacity of 12: the buffer grows once
-            a = model(input_ids=tok, past_key_values=a.past_key_values, use_cache=True)
-            b = model(input_ids=tok, past_key_values=b.past_key_values, use_cache=True)
+            a = model(input_ids=tok, use_cache=True, **cache_kwargs(model, returned_cache(a)))
+            b = model(input_ids=tok, use_cache=True, **cache_kwargs(model, returned_cache(b)))
             torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
             tok = a.logits[:, -1].argmax(-1, keepdim=True)
-    assert b.past_key_values.get_seq_length() == 14
+    assert returned_cache(b).get_seq_length() == 14
 
 
 def _tiny_qwen2():
@@ -138,7 +139,7 @@ def _decode_logits(model, step_fn, steps: int = 5):
     cache = growing_cache(model, ids.shape[1] + steps + 1)
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-              past_key_values=cache, use_cache=True)  # fmt: skip
+              use_cache=True, **cache_kwargs(model, cache))  # fmt: skip
         cache.batch_repeat_interleave(2)
         mask = mask.repeat_interleave(2, dim=0)
         pos = mask.sum(-1)
@@ -154,8 +155,8 @@ def _decode_logits(model, step_fn, steps: int = 5):
 
 def _hf_step(model):
     def step(cache, tok, mask, pos):
-        return model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
-                     use_cache=True).logits[:, -1]  # fmt: skip
+        return model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], use_cache=True,
+                     **cache_kwargs(model, cache)).logits[:, -1]  # fmt: skip
 
     return step
 
