@@ -71,16 +71,6 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(tokenizer.eos_token_id)
 
 
-def _right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
 def _forward(model, ids, mask, positions, cache=None, last_only: bool = False):
     """One cached forward (``mask`` covers cache + ``ids``), optionally keeping the last logits only."""
     kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache_kwargs(model, cache))

@@ -40,7 +40,7 @@ from fairrl.eval.heldout import evaluate_splits
 from fairrl.losses.preference import dpo_loss, dpo_margins
 from fairrl.models.common import end_of_turn_id
 from fairrl.models.logprobs import completion_logprobs
-from fairrl.rollout.generate import left_pad
+from fairrl.rollout.generate import left_pad, right_pad
 from fairrl.trainer.loop import RunContext, StreamMethod, run_method, update
 from fairrl.trainer.sft_step import ReplyEncoder
 
@@ -74,12 +74,7 @@ def encode_pairs(prompts: list[list[int]], chosen: list[list[int]], rejected: li
         kept.append(p[-room:])
         replies += [c, r]
     prompt_ids, prompt_mask = left_pad(kept, pad_id)
-    width = max(len(x) for x in replies)
-    reply_ids = torch.full((len(replies), width), pad_id, dtype=torch.long)
-    reply_mask = torch.zeros((len(replies), width), dtype=torch.long)
-    for i, x in enumerate(replies):
-        reply_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        reply_mask[i, : len(x)] = 1
+    reply_ids, reply_mask = right_pad(replies, pad_id)
     return PairBatch(prompt_ids, prompt_mask, reply_ids, reply_mask)
 
 
