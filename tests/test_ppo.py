@@ -121,7 +121,7 @@ def test_per_token_advantages_in_the_clipped_surrogate():
 def _trl_ppo():
     """TRL's PPOTrainer class where the installed TRL has one with its pieces as methods (TRL <= 0.11:
     ``compute_rewards``, ``compute_advantages``, ``loss``), else a skip saying why."""
-    import trl
+    trl = pytest.importorskip("trl", reason="TRL is not installed (pip install 'fairrl[bench]')")
 
     try:
         from trl.trainer.ppo_trainer import PPOTrainer

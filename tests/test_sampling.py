@@ -175,7 +175,9 @@ def test_bad_controls_are_refused(kw, field):
     ],
 )
 def test_pipeline_equals_transformers_processors(penalty, temperature, top_k, top_p, min_p):
-    """Same random logits and left-padded contexts, the processors in generate's order: equal bit for bit."""
+    """Same random logits and left-padded contexts, the processors in generate's order: equal bit for bit.
+    transformers gets each row without its padding (so the penalty sees only real tokens, on every
+    version; 5.x could take the pad counts as ``prompt_ignore_length``)."""
     from transformers.generation.logits_process import (
         LogitsProcessorList,
         MinPLogitsWarper,
@@ -195,7 +197,7 @@ def test_pipeline_equals_transformers_processors(penalty, temperature, top_k, to
 
     hf = LogitsProcessorList()
     if penalty != 1.0:
-        hf.append(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=pads))
+        hf.append(RepetitionPenaltyLogitsProcessor(penalty))
     if temperature != 1.0:
         hf.append(TemperatureLogitsWarper(temperature))
     if top_k:
@@ -203,7 +205,7 @@ def test_pipeline_equals_transformers_processors(penalty, temperature, top_k, to
     if top_p < 1.0:
         hf.append(TopPLogitsWarper(top_p))
     hf.append(MinPLogitsWarper(min_p))
-    want = hf(ids, logits.clone())
+    want = torch.cat([hf(ids[i : i + 1, int(pads[i]) :], logits[i : i + 1].clone()) for i in range(B)])
 
     c = SamplingControls(temperature, top_k, top_p, min_p, penalty)
     got = _pipeline(logits, context_mask(ids, mask, V), c)

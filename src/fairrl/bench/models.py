@@ -24,7 +24,14 @@ from pathlib import Path
 import torch
 
 from fairrl.errors import ConfigError
-from fairrl.models.loading import BUILTIN_MODELS, DTYPES, load_model, load_tokenizer
+from fairrl.models.loading import (
+    BUILTIN_MODELS,
+    DTYPES,
+    builtin_cache_folder,
+    gguf_tokenizer,
+    load_model,
+    load_tokenizer,
+)
 
 # Published architectures (the models' config.json on the Hugging Face hub). All tie the LM head
 # to the input embedding. Qwen2 adds biases to q/k/v (built into the class, not a config key).
@@ -89,14 +96,11 @@ def bench_tokenizer():
     Reading it straight from the GGUF avoids converting the whole model just to get a tokenizer (the
     random-init models and the tests need only the tokenizer).
     """
-    from fairrl.assets import asset_path, cache_dir
+    from fairrl.assets import asset_path
 
-    if (cache_dir() / "models" / PACKAGED / "tokenizer.json").exists():
+    if (builtin_cache_folder(PACKAGED) / "tokenizer.json").exists():
         return load_tokenizer(PACKAGED)
-    from transformers import AutoTokenizer
-
-    gguf = asset_path(PACKAGED)  # DataError with the install hint when the package is missing
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok = gguf_tokenizer(asset_path(PACKAGED))  # DataError with the install hint when the package is missing
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"

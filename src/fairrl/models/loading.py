@@ -45,20 +45,31 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def builtin_cache_folder(name: str) -> Path:
+    """Where the converted copy of a built-in model lives: one folder per transformers major version,
+    because a tokenizer saved by transformers 5 names a class that 4.x cannot load."""
+    import transformers
+
+    major = transformers.__version__.split(".", 1)[0]
+    return cache_dir() / "models" / f"{name}-transformers{major}"
+
+
 def builtin_model_dir(name: str) -> Path:
     """Safetensors copy of a built-in model, converting the packaged GGUF on first use."""
-    target = cache_dir() / "models" / name
+    target = builtin_cache_folder(name)
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     gguf = asset_path(name)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     _quiet_transformers()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = gguf_tokenizer(gguf)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # A gguf-loaded model refuses save_pretrained; rebuild it from its config and weights.
+    # A gguf-loaded model refuses save_pretrained; rebuild it from its config and weights (4.x reads a
+    # quantization_config set to None as present, so the attribute goes).
     config = quantised.config
-    config.quantization_config = None
+    if "quantization_config" in vars(config):
+        delattr(config, "quantization_config")
     if hasattr(config, "_name_or_path"):
         config._name_or_path = name
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -68,6 +79,34 @@ def builtin_model_dir(name: str) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return target
+
+
+_GGUF_SPECIAL = {"bos": "bos", "eos": "eos", "unknown": "unk", "padding": "pad"}
+
+
+def gguf_tokenizer(gguf: Path):
+    """The tokenizer stored in a GGUF file, with the special tokens and bos flag the file declares.
+
+    transformers 4.x reads the tokens but not all of their roles: for the packaged SmolLM2 it made
+    ``<|im_start|>`` the eos, left no pad token and put bos before plain text although the file says not
+    to. Each role is set from the file's ids where they differ (a no-op on transformers 5)."""
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    fields = GGUFReader(str(gguf)).fields
+
+    def value(key: str):
+        field = fields.get(f"tokenizer.ggml.{key}")
+        return None if field is None or not field.data else field.parts[field.data[0]][0].item()
+
+    for key, role in _GGUF_SPECIAL.items():
+        token_id = value(f"{key}_token_id")
+        if token_id is not None and getattr(tokenizer, f"{role}_token_id") != token_id:
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(int(token_id)))
+    if value("add_bos_token") is False and getattr(tokenizer, "add_bos_token", False):
+        tokenizer.add_bos_token = False
+    return tokenizer
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -220,7 +259,10 @@ def linear_module_names(model) -> list[str]:
 
 
 def _target_modules_error(model, targets: str | list[str], err: Exception) -> ConfigError:
-    from peft.utils.error import NoMatchingPeftModuleError
+    try:
+        from peft.utils.error import NoMatchingPeftModuleError
+    except ImportError:  # peft < 0.18 raises a plain ValueError saying "not found in the base model"
+        NoMatchingPeftModuleError = ()  # noqa: N806
 
     if isinstance(err, re.error):
         problem = f"is not a valid regular expression ({err})"

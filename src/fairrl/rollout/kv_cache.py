@@ -15,6 +15,8 @@ with SmolLM2-135M, 8 rows and a 130-token prompt: ``aten::cat`` 18 ms per decode
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 
@@ -27,6 +29,11 @@ def _dynamic_layer_class():
 
 
 _DynamicCache, _DynamicLayer = _dynamic_layer_class()
+# transformers 4.56 initialises a layer from the keys alone and marks it by ``keys is not None``; 4.57+
+# takes keys and values and sets ``is_initialized``.
+_INIT_TAKES_VALUES = _DynamicLayer is not None and (
+    len(inspect.signature(_DynamicLayer.lazy_initialization).parameters) > 2
+)
 
 if _DynamicLayer is not None:
 
@@ -50,8 +57,11 @@ if _DynamicLayer is not None:
             self._k, self._v = k, v
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
+            if not getattr(self, "is_initialized", self.keys is not None):
+                if _INIT_TAKES_VALUES:
+                    self.lazy_initialization(key_states, value_states)
+                else:
+                    self.lazy_initialization(key_states)
             n, add = self.get_seq_length(), key_states.shape[-2]
             k = self._k
             if (
