@@ -241,7 +241,8 @@ def test_fair_preference_loss_stats_and_none_is_the_mean():
     assert stats == pytest.approx(
         {"base_loss": B_TOY, "fairness": F_TOY, "margin_mean": 0.5, "accuracy": 0.5}
     )
-    assert set(FAIRNESS_OBJECTIVES) == {"none", "regularizer", "coefficient", "coefficient_paper"}
+    assert set(FAIRNESS_OBJECTIVES) == {"none", "regularizer", "coefficient", "coefficient_paper",
+                                        "group_regularizer", "group_coefficient", "group_balanced", "group_dro"}
 
 
 @pytest.mark.parametrize(

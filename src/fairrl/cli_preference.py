@@ -68,7 +68,8 @@ def rm_compare(
     ] = None,
     kinds: Annotated[
         str,
-        typer.Option(help="Objectives: none (BT), regularizer (FR), coefficient (FC), coefficient_paper."),
+        typer.Option(help="Objectives: none (BT), regularizer (FR), coefficient (FC), coefficient_paper, "
+                     "group_regularizer, group_coefficient, group_balanced, group_dro."),
     ] = "none,regularizer,coefficient",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
     out: Annotated[str, typer.Option(help="Folder of the runs and the comparison report.")] = "runs/rm_compare",

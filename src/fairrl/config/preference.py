@@ -50,15 +50,23 @@ class PreferenceDataConfig(Strict):
 
 
 class FairnessConfig(Strict):
-    kind: Literal["none", "regularizer", "coefficient", "coefficient_paper"] = "none"
+    kind: Literal[
+        "none", "regularizer", "coefficient", "coefficient_paper",
+        "group_regularizer", "group_coefficient", "group_balanced", "group_dro",
+    ] = "none"  # fmt: skip
     """none = Bradley-Terry / DPO; regularizer = FR (L - alpha f); coefficient = FC (L f^-gamma, raises
-    fairness); coefficient_paper = FC as written in the paper (L f^gamma, lowers fairness)."""
+    fairness); coefficient_paper = FC as written in the paper (L f^gamma, lowers fairness). Group-level,
+    from the pairs' group labels: group_regularizer / group_coefficient = FR / FC on the groups' mean
+    reward shares; group_balanced = every group of a batch weighs the same; group_dro = online group DRO
+    (the worst groups gain weight; ``dro_step_size``)."""
     alpha: float = Field(0.1, ge=0.0)
     """FR weight."""
     gamma: float = Field(0.5, ge=0.0)
     """FC exponent."""
     tau: float = -1.0
     """Lan-Chiang fairness parameter (-1 = Jain's index; 1 is not allowed)."""
+    dro_step_size: float = Field(0.01, ge=0.0, allow_inf_nan=False)
+    """group_dro: step size eta of q_g <- q_g exp(eta * group loss) (Sagawa et al. 2020: 0.01)."""
 
     @model_validator(mode="after")
     def _check(self) -> FairnessConfig:

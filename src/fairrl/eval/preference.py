@@ -100,6 +100,7 @@ def preference_metrics(
     shares = out["group_fairness"]["share"]
     out["jain"], out["gini"] = shares["jain"], shares["gini"]
     out["accuracy_gap"] = out["group_fairness"]["accuracy"]["gap"]
+    out["worst_group_accuracy"] = min(v["accuracy"] for v in by_group.values()) if by_group else math.nan
     rng = np.random.default_rng(seed)
     boot_share = _stratified_group_means(share, index, n_boot, rng)  # [n_boot, G]
     boot_acc = _stratified_group_means(correct, index, n_boot, rng)  # [n_boot, G]
@@ -112,6 +113,7 @@ def preference_metrics(
         nan2 if single else list(percentile_interval(np.array([gini(r.tolist()) for r in boot_share])))
     )
     out["accuracy_gap_ci"] = nan2 if single else list(percentile_interval(boot_acc.max(1) - boot_acc.min(1)))
+    out["worst_group_accuracy_ci"] = list(percentile_interval(boot_acc.min(1))) if len(index) else nan2
     return out
 
 

@@ -70,7 +70,9 @@ import torch.nn.functional as F
 from fairrl.errors import ConfigError
 from fairrl.losses.preference import check_pairs
 
-Objective = Callable[[torch.Tensor, torch.Tensor, "FairnessSettings"], torch.Tensor]
+Objective = Callable[..., torch.Tensor]
+"""(per-pair losses ``[N]``, margins ``[N]``, settings, groups=None) -> scalar loss. ``groups`` is a
+:class:`fairrl.losses.group_fairness.PairGroups`; the pair-level objectives ignore it."""
 
 
 def _check_tau(tau: float) -> None:
@@ -125,7 +127,9 @@ class FairnessSettings:
     """How :func:`fair_preference_loss` combines the per-pair losses with the fairness f_tau."""
 
     kind: str = "none"
-    """Objective name in ``FAIRNESS_OBJECTIVES``: none, regularizer, coefficient, coefficient_paper."""
+    """Objective name in ``FAIRNESS_OBJECTIVES``: none, regularizer, coefficient, coefficient_paper, and
+    the group-level ones of :mod:`fairrl.losses.group_fairness` (group_regularizer, group_coefficient,
+    group_balanced, group_dro)."""
     alpha: float = 0.1
     """FR weight: L = B - alpha * f (paper default 0.1). Must be >= 0."""
     gamma: float = 0.5
@@ -133,13 +137,15 @@ class FairnessSettings:
     tau: float = -1.0
     """Lan-Chiang parameter; -1 = Jain's index (paper default). Not 1; the coefficient forms need
     tau < 1 so that f > 0."""
+    dro_step_size: float = 0.01
+    """Group DRO step size eta of q_g <- q_g exp(eta L_g) (Sagawa et al. 2020 default 0.01). >= 0."""
 
     def __post_init__(self) -> None:
         if self.kind not in FAIRNESS_OBJECTIVES:
             raise ConfigError(
                 f"fairness kind must be one of {sorted(FAIRNESS_OBJECTIVES)}, got {self.kind!r}"
             )
-        for name in ("alpha", "gamma"):
+        for name in ("alpha", "gamma", "dro_step_size"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"fairness {name} must be a finite number >= 0, got {value}")
@@ -147,21 +153,21 @@ class FairnessSettings:
             raise ConfigError(
                 f"fairness tau must be a number other than 1 (f_1 is identically 0), got {self.tau}"
             )
-        if self.kind.startswith("coefficient") and self.tau >= 1:
+        if "coefficient" in self.kind and self.tau >= 1:
             raise ConfigError(
                 f"fairness kind {self.kind!r} needs tau < 1 (f > 0 for f^gamma), got {self.tau}"
             )
 
 
 def mean_objective(
-    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings
+    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings, groups=None
 ) -> torch.Tensor:
     """``none``: L = mean_i l_i (margins unused)."""
     return per_example_loss.mean()
 
 
 def fairness_regularizer(
-    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings
+    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings, groups=None
 ) -> torch.Tensor:
     """``regularizer`` (paper's FR): L = mean_i l_i - alpha * f_tau(sigmoid(a)).
 
@@ -171,7 +177,7 @@ def fairness_regularizer(
 
 
 def fairness_coefficient(
-    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings
+    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings, groups=None
 ) -> torch.Tensor:
     """``coefficient`` (shipped FC): L = mean_i l_i * f^(-gamma).
 
@@ -182,7 +188,7 @@ def fairness_coefficient(
 
 
 def fairness_coefficient_paper(
-    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings
+    per_example_loss: torch.Tensor, margins: torch.Tensor, s: FairnessSettings, groups=None
 ) -> torch.Tensor:
     """``coefficient_paper`` (paper's FC as written and as in the authors' code): L = B * f^gamma.
 
@@ -201,19 +207,27 @@ FAIRNESS_OBJECTIVES: dict[str, Objective] = {
 
 
 def fair_preference_loss(
-    per_example_loss: torch.Tensor, margins: torch.Tensor, settings: FairnessSettings | None = None
+    per_example_loss: torch.Tensor,
+    margins: torch.Tensor,
+    settings: FairnessSettings | None = None,
+    groups=None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar loss of ``settings.kind`` from per-pair losses ``[N]`` and their margins ``[N]``.
 
     ``per_example_loss`` is e.g. :func:`~fairrl.losses.preference.bradley_terry_loss` or
     :func:`~fairrl.losses.preference.dpo_loss`, ``margins`` the a_i it was computed from (reward
     difference or :func:`~fairrl.losses.preference.dpo_margins`); f_tau is taken over this batch.
+    ``groups`` (:class:`~fairrl.losses.group_fairness.PairGroups`) is needed by the group objectives.
     Stats (floats): ``base_loss`` (mean l_i), ``fairness`` (f_tau), ``margin_mean``, ``accuracy``
-    (share of margins > 0). Raises ValueError for empty, mismatched or non-finite inputs.
+    (share of margins > 0); with ``groups`` also ``group_fairness`` (f_tau of the groups' mean
+    sigmoid(margin)) and ``worst_group_accuracy`` (lowest accuracy of a group present). Raises
+    ValueError for empty, mismatched or non-finite inputs.
     """
     settings = settings or FairnessSettings()
     check_pairs(per_example_loss=per_example_loss, margins=margins)
-    loss = FAIRNESS_OBJECTIVES[settings.kind](per_example_loss, margins, settings)
+    if groups is not None and groups.index.shape != margins.shape:
+        raise ValueError(f"groups index {tuple(groups.index.shape)} != margins {tuple(margins.shape)}")
+    loss = FAIRNESS_OBJECTIVES[settings.kind](per_example_loss, margins, settings, groups)
     with torch.no_grad():
         stats = {
             "base_loss": per_example_loss.mean().item(),
@@ -221,4 +235,18 @@ def fair_preference_loss(
             "margin_mean": margins.mean().item(),
             "accuracy": (margins > 0).float().mean().item(),
         }
+        if groups is not None:
+            acc, counts = group_means((margins > 0).to(margins.dtype), groups)
+            stats["group_fairness"] = group_margin_fairness(margins, groups, settings.tau).item()
+            stats["worst_group_accuracy"] = acc[counts > 0].min().item()
     return loss, stats
+
+
+# The group-level objectives live in their own module, which builds on f_tau above.
+from fairrl.losses.group_fairness import (  # noqa: E402
+    GROUP_OBJECTIVES,
+    group_margin_fairness,
+    group_means,
+)
+
+FAIRNESS_OBJECTIVES.update(GROUP_OBJECTIVES)

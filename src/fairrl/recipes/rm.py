@@ -104,8 +104,9 @@ def run_rm(cfg: RMTrainConfig, out: str | None = None, resume: str | None = None
 
 def compare_kinds(kinds: str) -> list[str]:
     from fairrl.errors import ConfigError
+    from fairrl.losses.fairness import FAIRNESS_OBJECTIVES
 
-    valid = ("none", "regularizer", "coefficient", "coefficient_paper")
+    valid = tuple(FAIRNESS_OBJECTIVES)
     out = [k.strip() for k in kinds.split(",") if k.strip()]
     bad = [k for k in out if k not in valid]
     if bad or not out:

@@ -24,6 +24,10 @@ KIND_TITLES = {
     "regularizer": "FR",
     "coefficient": "FC",
     "coefficient_paper": "FC (paper form)",
+    "group_regularizer": "group FR",
+    "group_coefficient": "group FC",
+    "group_balanced": "group-balanced BT",
+    "group_dro": "group DRO",
 }
 HEADLINE = (
     ("pairwise accuracy", "accuracy"),
@@ -31,6 +35,7 @@ HEADLINE = (
     ("Jain of group shares", "jain"),
     ("Gini of group shares", "gini"),
     ("accuracy gap between groups", "accuracy_gap"),
+    ("worst-group accuracy", "worst_group_accuracy"),
     ("Jain over pairs", "pair_jain"),
 )
 

@@ -38,6 +38,7 @@ from fairrl.data.preferences import (
 )
 from fairrl.fsutil import atomic_directory, write_json_atomic
 from fairrl.losses.fairness import FairnessSettings, fair_preference_loss
+from fairrl.losses.group_fairness import PairGroups, dro_update
 from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.guard import NonFiniteError, check_value, check_weights, step_guard
 from fairrl.trainer.logging import MetricsLogger
@@ -96,16 +97,60 @@ def total_steps(cfg: _PreferenceRun, n_train: int) -> int:
     return max(1, math.ceil(cfg.num_train_epochs * math.ceil(n_train / cfg.per_device_train_batch_size)))
 
 
+class GroupState:
+    """The training groups of a run (sorted names) and the group-DRO weights q carried across steps."""
+
+    def __init__(self, train: Sequence[PreferencePair], settings: FairnessSettings):
+        self.names = sorted({p.group for p in train})
+        self.number = {name: k for k, name in enumerate(self.names)}
+        self.settings = settings
+        self.dro_weights = torch.full((len(self.names),), 1.0 / max(1, len(self.names)), dtype=torch.float64)
+
+    def for_batch(self, pairs: Sequence[PreferencePair]) -> PairGroups:
+        return PairGroups(torch.tensor([self.number[p.group] for p in pairs], dtype=torch.long), len(self.names))
+
+    def advanced(self, groups: PairGroups, per_pair: torch.Tensor) -> PairGroups:
+        """For group_dro: the batch with this step's q = q exp(eta L_g) normalised (module
+        :mod:`fairrl.losses.group_fairness`); :meth:`commit` keeps it once the loss is finite."""
+        if self.settings.kind != "group_dro":
+            return groups
+        q = dro_update(self.dro_weights, per_pair, groups, self.settings.dro_step_size)
+        return PairGroups(groups.index, groups.n_groups, q)
+
+    def commit(self, groups: PairGroups) -> None:
+        if groups.dro_weights is not None:
+            self.dro_weights = groups.dro_weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"groups": self.names, "group_dro_weights": self.dro_weights.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("groups") == self.names and "group_dro_weights" in state:
+            self.dro_weights = torch.tensor(state["group_dro_weights"], dtype=torch.float64)
+
+    def metrics(self) -> dict[str, float]:
+        if self.settings.kind != "group_dro":
+            return {}
+        return {f"group_dro/{name}": float(q) for name, q in zip(self.names, self.dro_weights.tolist(), strict=True)}
+
+
 def train_step(learner: PairLearner, pairs: Sequence[PreferencePair], settings: FairnessSettings,
-               optimizer, scheduler, max_grad_norm: float | None) -> dict[str, float]:  # fmt: skip
+               optimizer, scheduler, max_grad_norm: float | None,
+               groups: GroupState | None = None) -> dict[str, float]:  # fmt: skip
     """One update on a batch; returns the loss and its parts (TRL-style names). Non-finite margins, loss,
     gradients or weights raise :class:`~fairrl.trainer.guard.NonFiniteError` (nothing is stepped on a
-    non-finite loss or gradient)."""
+    non-finite loss or gradient). ``groups`` gives the pairs' groups to the loss (group objectives and
+    the per-group stats) and advances the group-DRO weights."""
     margins, per_pair, aux = learner.margins(pairs)
+    batch_groups = groups.for_batch(pairs) if groups is not None else None
     try:
-        loss, stats = fair_preference_loss(per_pair, margins, settings)
+        if batch_groups is not None:
+            batch_groups = groups.advanced(batch_groups, per_pair)
+        loss, stats = fair_preference_loss(per_pair, margins, settings, batch_groups)
     except ValueError as err:  # non-finite margins or losses (check_pairs)
         raise NonFiniteError(f"preference loss input ({err})") from None
+    if batch_groups is not None:
+        groups.commit(batch_groups)
     loss = loss + aux
     check_value("loss", loss.detach())
     optimizer.zero_grad(set_to_none=True)
@@ -156,7 +201,8 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
     non-finite is saved (:mod:`fairrl.trainer.guard`)."""
     cfg, run_dir = run.cfg, run.run_dir
     f = cfg.fairness
-    settings = FairnessSettings(kind=f.kind, alpha=f.alpha, gamma=f.gamma, tau=f.tau)
+    settings = FairnessSettings(kind=f.kind, alpha=f.alpha, gamma=f.gamma, tau=f.tau, dro_step_size=f.dro_step_size)
+    groups = GroupState(run.splits.train, settings)
     steps = total_steps(cfg, len(run.splits.train))
     begin_run(run.folder, cfg, console)
     try:
@@ -171,6 +217,8 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
         abandon_run(run.folder)
         raise
     start = state["step"] if state else 0
+    if state:
+        groups.load_state_dict(state)
     logger = MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
     deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
     learner.model.train()
@@ -180,7 +228,8 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
         while step < steps:
             batch = batch_at(run.splits.train, step, cfg.per_device_train_batch_size, cfg.seed)
             with step_guard(step + 1, run_dir, cfg.learning_rate):
-                metrics = train_step(learner, batch, settings, optimizer, scheduler, cfg.max_grad_norm)
+                metrics = train_step(learner, batch, settings, optimizer, scheduler, cfg.max_grad_norm, groups)
+                metrics.update(groups.metrics())
             step += 1
             window += len(batch)
             bar.update(1)
@@ -193,7 +242,7 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
             out_of_time = deadline is not None and time.perf_counter() > deadline
             if step % cfg.save_steps == 0 or step == steps or out_of_time:
                 save_checkpoint(
-                    run_dir, step, learner.model, optimizer, scheduler, {}, keep=cfg.keep_checkpoints
+                    run_dir, step, learner.model, optimizer, scheduler, groups.state_dict(), keep=cfg.keep_checkpoints
                 )
             if out_of_time:
                 console(f"\nstopping at step {step}: max_minutes={cfg.max_minutes} reached")
