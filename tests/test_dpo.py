@@ -47,7 +47,7 @@ def _learner(cfg, lora: bool = True):
     return DPOLearner(model, tok, cfg, reference=ref)
 
 
-@pytest.mark.parametrize("kind", ["none", "regularizer", "coefficient"])
+@pytest.mark.parametrize("kind", ["none", "regularizer", "coefficient", "group_balanced", "group_dro"])
 def test_dpo_variants_learn_the_preference(tmp_path, kind):
     """After 12 steps the implicit margin ranks 'a a' over 'b b' on unseen prompts of seen and unseen groups,
     and the policy itself now prefers the chosen reply (log pi(y_w) - log pi(y_l) went up)."""
