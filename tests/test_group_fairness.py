@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fairrl.config import RMTrainConfig, load_config
+from fairrl.data.preferences import PreferencePair, group_source_counts
 from fairrl.errors import ConfigError
 from fairrl.losses.fairness import FairnessSettings, fair_preference_loss
 from fairrl.losses.group_fairness import (
@@ -149,6 +150,17 @@ def test_group_dro_run_resumes_exactly(minilm_tokenizer, tmp_path):
     assert [r["group_dro/minority"] for r in part] == pytest.approx([r["group_dro/minority"] for r in full])
     assert [r["loss"] for r in part] == pytest.approx([r["loss"] for r in full])
     assert "worst_group_accuracy" in full[-1] and "group_fairness" in full[-1]
+    report = (tmp_path / "full" / "report.md").read_text()
+    assert "worst-group accuracy" in report and "## Pairs per group" in report
+    data = json.loads((tmp_path / "full" / "data.json").read_text())
+    n_minority = sum(data[s].get("minority", 0) for s in ("train", "eval", "heldout"))
+    assert n_minority == 20 and f"| minority | {data['train']['minority']} |" in report
+
+
+def test_group_source_counts_by_hand():
+    pairs = [PreferencePair(id=str(i), prompt="", chosen="a", rejected="b", group=g, source=src)
+             for i, (g, src) in enumerate([("age", "bbq"), ("age", "stereoset"), ("age", "bbq"), ("race", "bbq")])]
+    assert group_source_counts(pairs) == {"age": {"bbq": 2, "stereoset": 1}, "race": {"bbq": 1}}
 
 
 def test_group_kinds_are_config_values():

@@ -408,3 +408,13 @@ def split_pairs(
 def group_counts(pairs: Iterable[PreferencePair]) -> dict[str, int]:
     """Pairs per group, sorted by group name (for logs and run summaries)."""
     return dict(sorted(Counter(p.group for p in pairs).items()))
+
+
+def group_source_counts(pairs: Iterable[PreferencePair]) -> dict[str, dict[str, int]]:
+    """Pairs per group and source, ``{group: {source: n}}`` sorted by name: shows which benchmark a
+    group's pairs come from (a group made mostly of one hard source can look unfair for that reason)."""
+    out: dict[str, Counter] = {}
+    for p in pairs:
+        out.setdefault(p.group, Counter())[p.source] += 1
+    return {g: dict(sorted(c.items())) for g, c in sorted(out.items())}
+

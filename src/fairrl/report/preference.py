@@ -68,6 +68,20 @@ def split_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def data_table(data: dict[str, Any]) -> str:
+    """One row per group: pairs per split, and the sources of its pairs (all splits together)."""
+    groups = sorted({g for split in ("train", "eval", "heldout") for g in data.get(split, {})})
+    lines = ["| group | train | eval | held-out | sources |", "|---|---|---|---|---|"]
+    for g in groups:
+        sources: dict[str, int] = {}
+        for split in ("train", "eval", "heldout"):
+            for src, n in data.get("sources", {}).get(split, {}).get(g, {}).items():
+                sources[src] = sources.get(src, 0) + n
+        cells = [str(data.get(split, {}).get(g, 0)) for split in ("train", "eval", "heldout")]
+        lines.append(f"| {g} | {' | '.join(cells)} | {', '.join(f'{s} {n}' for s, n in sources.items())} |")
+    return "\n".join(lines)
+
+
 def plot_groups(results: dict[str, Any], out_png: Path) -> Path:
     """Per-group pairwise accuracy with 95% intervals, one panel per split."""
     splits = [(s, t) for s, t in SPLITS if s in results]
@@ -107,6 +121,8 @@ def write_preference_report(run_dir: Path) -> Path:
         if isinstance(res.get(f"logp_{split}"), dict):
             parts += ["", f"## Policy log-likelihood preference {title} (held-out groups)", "",
                       split_table(res[f"logp_{split}"])]  # fmt: skip
+    if isinstance(res.get("data"), dict):
+        parts += ["", "## Pairs per group", "", data_table(res["data"])]
     plot_groups(res, run_dir / "groups.png")
     parts += ["", "![per-group accuracy](groups.png)", ""]
     path = run_dir / "report.md"

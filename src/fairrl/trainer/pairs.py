@@ -7,7 +7,7 @@ evaluates per group on the in-distribution and held-out splits.
 
 Run folder (``runs/<run_name>/`` or ``--out``)::
 
-    config.yaml       resolved config          data.json     pair counts per split and group
+    config.yaml       resolved config          data.json     pair counts per split and group (and source)
     metrics.jsonl     one row per logged step  tensorboard/  the same as events (report_to)
     checkpoints/      atomic step-NNNNNN/ + latest (``--resume`` continues from here)
     final/            the trained model (safetensors)
@@ -34,6 +34,7 @@ from fairrl.data.preferences import (
     PreferenceSplits,
     build_preference_pairs,
     group_counts,
+    group_source_counts,
     split_pairs,
 )
 from fairrl.fsutil import atomic_directory, write_json_atomic
@@ -175,7 +176,8 @@ class PreferenceRun:
     folder: RunFolder
     splits: PreferenceSplits
     kind: str  # "rm" | "dpo"
-    counts: dict[str, dict[str, int]]
+    counts: dict[str, Any]
+    """Pairs per split and group (``train`` / ``eval`` / ``heldout``), and per group and source (``sources``)."""
 
     @property
     def run_dir(self) -> Path:
@@ -190,8 +192,9 @@ def prepare_run(cfg: _PreferenceRun, kind: str, out: str | None, resume: str | N
     folder = plan_run(cfg, out, resume, overwrite, console)
     require_trackers(cfg.report_to)  # a missing wandb / mlflow fails before the data loads
     splits = load_pairs(cfg.data, cfg.seed)
-    counts = {name: group_counts(getattr(splits, name)) for name in ("train", "eval", "heldout")}
+    counts: dict[str, Any] = {name: group_counts(getattr(splits, name)) for name in ("train", "eval", "heldout")}
     console("pairs: " + ", ".join(f"{k} {sum(v.values())} ({len(v)} groups)" for k, v in counts.items()))
+    counts["sources"] = {name: group_source_counts(getattr(splits, name)) for name in ("train", "eval", "heldout")}
     return PreferenceRun(cfg, folder, splits, kind, counts)
 
 
@@ -268,6 +271,7 @@ def finish_run(run: PreferenceRun, learner: PairLearner, steps: int, seconds: fl
         "steps": steps,
         "train_seconds": seconds,
         "n_train": len(run.splits.train),
+        "data": run.counts,
         **evaluation,
     }
     write_json_atomic(run.run_dir / "results.json", results)
