@@ -214,7 +214,8 @@ def write_comparison_report(root: Path, kinds: list[str], seeds: list[int]) -> P
         "# Reward-model objectives compared",
         "",
         f"Objectives: {', '.join(KIND_TITLES.get(k, k) for k in kinds)}; seeds {seeds} (a seed sets the data split, "
-        f"pair order and initialisation); alpha {f['alpha']}, gamma {f['gamma']}, tau {f['tau']}; {first['steps']} "
+        f"pair order and initialisation); alpha {f['alpha']}, gamma {f['gamma']}, tau {f['tau']}"
+        f"{', group DRO step size ' + str(f['dro_step_size']) if 'group_dro' in kinds else ''}; {first['steps']} "
         f"steps on {first['n_train']} pairs (seed {seeds[0]}). Cells: mean ± sd over seeds (one seed: value and "
         "95% bootstrap CI). FC is the shipped fairness-raising form L * f^-gamma; 'FC (paper form)' is L * f^gamma.",
     ]  # fmt: skip
