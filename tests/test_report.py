@@ -203,3 +203,12 @@ def test_reward_rows_find_functions_whose_names_hold_dots():
     table = before_after_table({"mine": res}, {"mine": {**res, "reward": 0.75}}, rows).splitlines()
     assert table[2] == "| mean reward (weighted sum) | 0.500 | 0.750 | +0.250 |"
     assert table[3] == "| mean of rewards.py:fn | 0.250 | 0.250 | +0.000 |"
+
+
+def test_table_cells_escape_pipes_so_rows_keep_their_columns():
+    from fairrl.report.markdown import before_after_table
+
+    rows = [("P(unknown | ambig)", ("x",))]
+    table = before_after_table({"x": 0.25}, {"x": 0.5}, rows)
+    last = table.splitlines()[-1]
+    assert r"P(unknown \| ambig)" in last and last.replace(r"\|", "").count("|") == 5

@@ -81,6 +81,11 @@ def fmt(value: float | None, ci: list[float] | None = None) -> str:
     return text
 
 
+def cell(text: str) -> str:
+    """``text`` safe inside a markdown table cell (a ``|`` would end the cell)."""
+    return str(text).replace("|", "\\|")
+
+
 def before_after_table(before: dict[str, Any], after: dict[str, Any], rows: list[Row]) -> str:
     """Markdown table: metric | before (95% CI) | after (95% CI) | change (after - before)."""
     lines = ["| metric | before | after | change |", "|---|---|---|---|"]
@@ -88,7 +93,7 @@ def before_after_table(before: dict[str, Any], after: dict[str, Any], rows: list
         b, b_ci = lookup(before, path)
         a, a_ci = lookup(after, path)
         change = f"{a - b:+.3f}" if a is not None and b is not None else "–"
-        lines.append(f"| {label} | {fmt(b, b_ci)} | {fmt(a, a_ci)} | {change} |")
+        lines.append(f"| {cell(label)} | {fmt(b, b_ci)} | {fmt(a, a_ci)} | {change} |")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fairrl.report.health import Check, run_checks
-from fairrl.report.markdown import SPLIT_TITLES, config_summary, fmt, headline_rows, lookup
+from fairrl.report.markdown import SPLIT_TITLES, cell, config_summary, fmt, headline_rows, lookup
 from fairrl.report.targets import TEMPLATES, demo_targets, targets_markdown
 from fairrl.trainer.logging import read_metrics
 
@@ -100,7 +100,7 @@ def seeds_markdown(
                   "|---|" + "---|" * (len(seeds) + 3)]  # fmt: skip
         for r in (r for r in rows if r["split"] == split):
             cells = " | ".join(_cell(r["seeds"][s]) if s in r["seeds"] else "–" for s in seeds)
-            parts.append(f"| {r['metric']} | {cells} | {_pm(r['after_mean_sd'])} | "
+            parts.append(f"| {cell(r['metric'])} | {cells} | {_pm(r['after_mean_sd'])} | "
                          f"{_pm(r['change_mean_sd'], sign=True)} | {r['up']} / {r['down']} |")  # fmt: skip
         parts.append("")
     parts += ["## Training", "", "Reward windows: the first and last third of each run's steps, at most 10 steps each.", "",
