@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fairrl.losses.fairness import FairnessSettings, fairness_tau_from_log
+from fairrl.losses.lan_chiang import fairness_tau_from_log
 
 
 @dataclass(frozen=True)
@@ -105,19 +105,19 @@ def _need(groups: PairGroups | None, kind: str) -> PairGroups:
     return groups
 
 
-def group_regularizer(per_example_loss, margins, s: FairnessSettings, groups: PairGroups | None = None):
+def group_regularizer(per_example_loss, margins, s, groups: PairGroups | None = None):
     """``group_regularizer``: L = mean_i l_i - alpha * f_tau(x_g over present groups)."""
     g = _need(groups, "group_regularizer")
     return per_example_loss.mean() - s.alpha * group_margin_fairness(margins, g, s.tau)
 
 
-def group_coefficient(per_example_loss, margins, s: FairnessSettings, groups: PairGroups | None = None):
+def group_coefficient(per_example_loss, margins, s, groups: PairGroups | None = None):
     """``group_coefficient``: L = mean_i l_i * f_G^(-gamma) (the shipped FC form, over groups)."""
     g = _need(groups, "group_coefficient")
     return per_example_loss.mean() * group_margin_fairness(margins, g, s.tau) ** (-s.gamma)
 
 
-def group_balanced(per_example_loss, margins, s: FairnessSettings, groups: PairGroups | None = None):
+def group_balanced(per_example_loss, margins, s, groups: PairGroups | None = None):
     """``group_balanced``: L = mean over present groups of the group's mean loss."""
     g = _need(groups, "group_balanced")
     group_loss, counts = group_means(per_example_loss, g)
@@ -125,7 +125,7 @@ def group_balanced(per_example_loss, margins, s: FairnessSettings, groups: PairG
     return group_loss[present].mean()
 
 
-def group_dro(per_example_loss, margins, s: FairnessSettings, groups: PairGroups | None = None):
+def group_dro(per_example_loss, margins, s, groups: PairGroups | None = None):
     """``group_dro``: L = sum_g q_g L_g with q already updated by :func:`dro_update` this step."""
     g = _need(groups, "group_dro")
     if g.dro_weights is None:
