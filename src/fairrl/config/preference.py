@@ -19,8 +19,9 @@ from fairrl.config.common import LoraConfig, ModelConfig, RunConfig, RunName, ch
 
 class PreferenceDataConfig(Strict):
     sources: list[str] = Field(default_factory=lambda: ["stereoset", "crows_pairs", "bbq"])
-    """Built-in pair sets (stereoset, crows_pairs, bbq) and/or local .jsonl/.json/.csv files or hub ids
-    of chosen/rejected preference data (e.g. HH-RLHF, BiasDPO)."""
+    """Built-in pair sets (stereoset, crows_pairs, bbq, bbq_abstain: BBQ's disambiguated items with the
+    correct answer over "unknown") and/or local .jsonl/.json/.csv files or hub ids of chosen/rejected
+    preference data (e.g. HH-RLHF, BiasDPO)."""
     groups: list[str] | None = None
     """Keep only these groups (canonical names such as gender, race, religion); null = all."""
     heldout_groups: list[str] = Field(
@@ -41,11 +42,17 @@ class PreferenceDataConfig(Strict):
     """Group column of file / hub sources (null = every pair in one group named after the source)."""
     hub_split: str = "train"
     """Split read from hub sources."""
+    balance: Literal["none", "group", "source", "group_source"] = "none"
+    """Training batches: none = shuffled pairs; group / source / group_source = each batch draws the
+    strata (groups, sources, or (group, source) cells) equally, cycling the small ones, so every stratum
+    is present in every batch that has room (same number of steps; :mod:`fairrl.trainer.pair_batches`)."""
 
     @model_validator(mode="after")
     def _check(self) -> PreferenceDataConfig:
         if not self.sources:
-            raise ValueError("data.sources is empty: name stereoset, crows_pairs, bbq or a file / hub id")
+            raise ValueError(
+                "data.sources is empty: name stereoset, crows_pairs, bbq, bbq_abstain or a file / hub id"
+            )
         return self
 
 

@@ -1,17 +1,13 @@
 """Preference pairs (chosen over rejected) with the social group each pair probes, and their splits.
 
 Preference learning (a reward model, DPO) needs pairs of responses where one is preferred. This module
-builds them from the packaged bias benchmarks (:func:`stereoset_pairs`, :func:`crows_pairs_pairs`,
-:func:`bbq_pairs`) and reads user preference data from files or the hub (:func:`load_preference_source`,
-e.g. HH-RLHF or BiasDPO). Every pair carries a group under one naming across sources
-(:func:`canonical_group`), so a group can be held out everywhere at once, and a *template* key that ties
+builds them from the packaged bias benchmarks (:mod:`fairrl.data.benchmark_pairs`: StereoSet,
+CrowS-Pairs, BBQ and BBQ's abstention pairs) and reads user preference data from files or the hub
+(:func:`load_preference_source`, e.g. HH-RLHF or BiasDPO). Every pair carries a group under one naming
+across sources (:func:`canonical_group`), so a group can be held out everywhere at once, and a *template* key that ties
 near-duplicate pairs together. :func:`split_pairs` then keeps held-out groups out of training entirely
 and splits the trained groups' templates into train and in-distribution eval, so that no question
 template is seen in training and again in evaluation.
-
-Deviations: the benchmarks are evaluation sets, not preference data; turning them into pairs (the
-less stereotypical sentence preferred, the unknown or the correct BBQ answer preferred) is our
-construction, documented on each builder.
 """
 
 from __future__ import annotations
@@ -19,156 +15,24 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fairrl.data.bbq import CATEGORIES, biased_answer_index, load_bbq, unknown_answer_index
-from fairrl.data.crows_pairs import load_crows_pairs
+from fairrl.data.bbq import CATEGORIES
+from fairrl.data.benchmark_pairs import (  # noqa: F401  (re-exported: the builders' public home was here)
+    BBQ_BUILDERS,
+    BUILDERS,
+    bbq_abstain_pairs,
+    bbq_pairs,
+    crows_pairs_pairs,
+    stereoset_pairs,
+)
 from fairrl.data.hub import load_hub_rows, read_records, resolve_source
-from fairrl.data.stereoset import load_stereoset
+from fairrl.data.pair_records import PreferencePair, PreferenceSplits, canonical_group  # noqa: F401
 from fairrl.errors import ConfigError, DataError
 
 _FORMATS = ".jsonl, .json or .csv"
-_ALIASES = {
-    "race_color": "race", "race_ethnicity": "race", "gender_identity": "gender", "ses": "socioeconomic",
-    "disability_status": "disability",
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class PreferencePair:
-    """One preference: ``chosen`` is preferred over ``rejected`` as a reply to ``prompt``."""
-
-    id: str
-    """Unique id, ``<source>/<group>/<native id>``."""
-    prompt: str
-    """Text both responses answer or continue; "" when the responses are whole sentences."""
-    chosen: str
-    """Preferred response."""
-    rejected: str
-    """Dispreferred response."""
-    group: str
-    """Canonical group / bias type (see :func:`canonical_group`), used for splits and metrics."""
-    source: str
-    """``stereoset``, ``crows_pairs``, ``bbq``, or the file / hub id it came from."""
-    template: str = ""
-    """Key of near-duplicate pairs (a BBQ question template, a StereoSet target): a split never puts one
-    key on both sides. "" = the pair is its own template."""
-    meta: dict[str, Any] = field(default_factory=dict)
-    """Source-specific details (subset, context condition, ...)."""
-
-
-@dataclass(frozen=True)
-class PreferenceSplits:
-    """Pairs split three ways by :func:`split_pairs`; each list keeps the input order."""
-
-    train: list[PreferencePair]
-    """Pairs of the trained groups whose templates were not drawn for eval."""
-    eval: list[PreferencePair]
-    """In-distribution evaluation: held-back templates of the trained groups."""
-    heldout: list[PreferencePair]
-    """Every pair of the held-out groups (never trained on): out-of-distribution evaluation."""
-
-
-def canonical_group(name: str) -> str:
-    """One spelling of a group across sources: lower case, underscores, and aliases merged.
-
-    Why: CrowS-Pairs says ``race-color``, BBQ ``Race_ethnicity`` and StereoSet ``race``; holding out
-    "race" must hold out all three. Unknown names pass through normalised.
-    """
-    key = "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
-    return _ALIASES.get(key, key)
-
-
-# ---------------------------------------------------------------------------- benchmark builders
-def stereoset_pairs(source: str | None = None, split: str = "dev") -> list[PreferencePair]:
-    """StereoSet triples as pairs: the anti-stereotype preferred over the stereotype.
-
-    Intrasentence items have prompt "" and the completed sentences as responses; intersentence items
-    have the context sentence as prompt and the candidate next sentences as responses. The unrelated
-    sentence is not used (it tests language modelling, not bias). Template ``stereoset/<target>``: the
-    items about one target term stay on one side of a split.
-    """
-    return [
-        PreferencePair(
-            id=f"stereoset/{canonical_group(i.bias_type)}/{i.id}", chosen=i.anti_stereotype,
-            prompt=i.context if i.subset == "intersentence" else "", rejected=i.stereotype,
-            group=canonical_group(i.bias_type), source="stereoset", template=f"stereoset/{i.target}",
-            meta={"subset": i.subset},
-        )
-        for i in load_stereoset(source, split=split)
-    ]  # fmt: skip
-
-
-def crows_pairs_pairs(source: str | None = None) -> list[PreferencePair]:
-    """CrowS-Pairs as pairs: the less stereotyping sentence (``sent_less``) over ``sent_more``.
-
-    Prompt "" (both are whole sentences); each pair is its own template ``crows/<index>``. ``meta``
-    keeps the direction (stereo / antistereo): in antistereo pairs the disadvantaged group is in the
-    chosen sentence.
-    """
-    return [
-        PreferencePair(
-            id=f"crows_pairs/{canonical_group(p.bias_type)}/{p.index}", prompt="", chosen=p.sent_less,
-            rejected=p.sent_more, group=canonical_group(p.bias_type), source="crows_pairs",
-            template=f"crows/{p.index}", meta={"direction": p.direction},
-        )
-        for p in load_crows_pairs(source)
-    ]  # fmt: skip
-
-
-def _bbq_pair(item: dict[str, Any]) -> PreferencePair | None:
-    """One BBQ item as a pair (see :func:`bbq_pairs`), or None when it has no biased answer to reject."""
-    biased, unknown, label = biased_answer_index(item), unknown_answer_index(item), int(item["label"])
-    ambiguous = item["context_condition"] == "ambig"
-    if ambiguous:
-        if biased < 0:
-            return None
-        chosen, rejected = unknown, biased
-    else:
-        # The one other person: it is the biased answer whenever the label is not (biased is never unknown).
-        rejected = next(k for k in range(3) if k not in (label, unknown))
-        chosen = label
-    category = item["category"]
-    group = canonical_group(category)
-    return PreferencePair(
-        id=f"bbq/{group}/{category}/{item['example_id']}", group=group, source="bbq",
-        prompt=f"{item['context']} {item['question']}".strip(),
-        chosen=str(item[f"ans{chosen}"]), rejected=str(item[f"ans{rejected}"]),
-        template=f"bbq/{category}/{item['question_index']}",
-        meta={
-            "context_condition": item["context_condition"],
-            # Disambiguated: does the correct answer coincide with the stereotype? None if unknowable.
-            "bias_aligned": None if ambiguous or biased < 0 else biased == label,
-            "question_polarity": item["question_polarity"],
-            "category": category,
-        },
-    )  # fmt: skip
-
-
-def bbq_pairs(source: str | None = None, categories: list[str] | None = None) -> list[PreferencePair]:
-    """BBQ items as pairs; prompt = context and question, responses = answer texts.
-
-    Ambiguous context: the unknown answer is chosen over the biased answer (the context cannot tell who,
-    so naming the stereotyped person is the bias); items whose biased answer is undetermined are skipped.
-    Disambiguated context: the correct answer (``label``) is chosen over the other person. Half of these
-    items are bias-aligned (the correct answer is the stereotyped one), so the preference cannot be
-    learned as a blanket "never name the stereotyped person": the model has to read the context.
-    ``meta["bias_aligned"]`` records which; ``meta["context_condition"]`` the condition. Template
-    ``bbq/<Category>/<question_index>``.
-
-    Deviations: BBQ is a multiple-choice QA benchmark, not preference data; the pairs are our
-    construction. The unknown answer is never the rejected one in a disambiguated item, although it
-    is wrong there too: pairing person against person isolates the bias from plain abstention.
-    """
-    return [p for p in map(_bbq_pair, load_bbq(source, categories)) if p is not None]
-
-
-BUILDERS: dict[str, Callable[[], list[PreferencePair]]] = {
-    "stereoset": stereoset_pairs, "crows_pairs": crows_pairs_pairs, "bbq": bbq_pairs,
-}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- files and hub data
@@ -305,14 +169,14 @@ def build_preference_pairs(
 ) -> list[PreferencePair]:
     """Pairs of every source, filtered to ``groups`` and capped per (source, group), ids unique.
 
-    ``stereoset``, ``crows_pairs`` and ``bbq`` name the packaged benchmarks; anything else goes to
-    :func:`load_preference_source` with the column options. The cap is a uniform sample seeded by
+    ``stereoset``, ``crows_pairs``, ``bbq`` and ``bbq_abstain`` name the packaged benchmarks; anything
+    else goes to :func:`load_preference_source` with the column options. The cap is a uniform sample seeded by
     (``seed``, source, group), so it does not change when other sources are added. A repeated id keeps
     its first pair.
     """
     if isinstance(sources, str) or not sources:
         raise ConfigError(
-            "data.sources must be a non-empty list of stereoset, crows_pairs, bbq, files, hub ids"
+            "data.sources must be a non-empty list of stereoset, crows_pairs, bbq, bbq_abstain, files, hub ids"
         )
     if max_pairs_per_group is not None and max_pairs_per_group < 1:
         raise ConfigError(f"data.max_pairs_per_group must be at least 1 or null, got {max_pairs_per_group}")
@@ -321,11 +185,11 @@ def build_preference_pairs(
     known: set[str] = set()
     for source in sources:
         name = str(source).strip().lower().replace("-", "_")
-        if name == "bbq" and wanted is not None:
+        if name in BBQ_BUILDERS and wanted is not None:
             # Loading all of BBQ takes seconds; read only the categories that survive the filter.
             known |= {canonical_group(c) for c in CATEGORIES}
             cats = [c for c in CATEGORIES if canonical_group(c) in wanted]
-            loaded = bbq_pairs(categories=cats) if cats else []
+            loaded = BBQ_BUILDERS[name](categories=cats) if cats else []
         elif name in BUILDERS:
             loaded = BUILDERS[name]()
         else:
@@ -417,4 +281,3 @@ def group_source_counts(pairs: Iterable[PreferencePair]) -> dict[str, dict[str, 
     for p in pairs:
         out.setdefault(p.group, Counter())[p.source] += 1
     return {g: dict(sorted(c.items())) for g, c in sorted(out.items())}
-

@@ -18,7 +18,6 @@ Run folder (``runs/<run_name>/`` or ``--out``)::
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.guard import NonFiniteError, check_value, check_weights, step_guard
 from fairrl.trainer.logging import MetricsLogger
 from fairrl.trainer.optim import clip_gradients, make_optimizer
+from fairrl.trainer.pair_batches import batch_at, epoch_order  # noqa: F401  (epoch_order: re-exported)
 from fairrl.trainer.run import RunFolder, abandon_run, begin_run, plan_run
 from fairrl.trainer.trackers import require_trackers
 
@@ -74,22 +74,6 @@ def load_pairs(data: PreferenceDataConfig, seed: int) -> PreferenceSplits:
         rejected_column=data.rejected_column, group_column=data.group_column, hub_split=data.hub_split,
     )  # fmt: skip
     return split_pairs(pairs, data.heldout_groups, data.eval_fraction, seed)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """Pair order of one epoch: a permutation drawn from (seed, epoch), so a resumed run sees the same."""
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
-
-
-def batch_at(pairs: Sequence[PreferencePair], step: int, batch_size: int, seed: int) -> list[PreferencePair]:
-    """Training batch number ``step`` (0-based): consecutive slices of per-epoch shuffles; the last
-    slice of an epoch is short rather than mixed with the next epoch."""
-    per_epoch = math.ceil(len(pairs) / batch_size)
-    epoch, k = divmod(step, per_epoch)
-    order = epoch_order(len(pairs), seed, epoch)
-    return [pairs[i] for i in order[k * batch_size : (k + 1) * batch_size]]
 
 
 def total_steps(cfg: _PreferenceRun, n_train: int) -> int:
@@ -229,7 +213,7 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
     bar = progress_bar(steps, start, run.kind, enabled=progress)
     try:
         while step < steps:
-            batch = batch_at(run.splits.train, step, cfg.per_device_train_batch_size, cfg.seed)
+            batch = batch_at(run.splits.train, step, cfg.per_device_train_batch_size, cfg.seed, cfg.data.balance)
             with step_guard(step + 1, run_dir, cfg.learning_rate):
                 metrics = train_step(learner, batch, settings, optimizer, scheduler, cfg.max_grad_norm, groups)
                 metrics.update(groups.metrics())
