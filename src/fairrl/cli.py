@@ -84,11 +84,20 @@ def _train(config: str | None, overrides: list[str], resume: str | None, out: st
            overwrite: bool = False) -> Path:  # fmt: skip
     from fairrl.config import TrainConfig, load_config
     from fairrl.report.run import write_run_report
+    from fairrl.trainer.distributed import init_from_env
     from fairrl.trainer.run import continue_config
 
+    ranks = init_from_env()  # under torchrun / accelerate launch: join the ranks (a no-op in one process)
     cfg = continue_config(resume, config, overrides, TrainConfig) if resume else load_config(config, overrides)
+    if ranks.active and cfg.method != "grpo":
+        from fairrl.errors import ConfigError
+
+        raise ConfigError(f"data-parallel training (torchrun, {ranks.world} ranks) runs method grpo so far; "
+                          f"run method {cfg.method} in one process")  # fmt: skip
     run = _train_function(cfg.method)
-    run_dir = run(cfg, out=out, resume=resume, console=_echo, overwrite=overwrite)
+    run_dir = run(cfg, out=out, resume=resume, console=_echo if ranks.main else lambda s: None, overwrite=overwrite)
+    if not ranks.main:  # rank 0 writes the report
+        return run_dir
     report = write_run_report(run_dir)
     if report is not None:
         typer.echo("\n" + report.read_text().split("## Training", 1)[0])
@@ -108,6 +117,10 @@ def train(
 ) -> None:
     """Train a policy (method: grpo, ppo, sft, kd or dpo; --set method=sft), evaluating before and after."""
     try:
+        if seeds and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from fairrl.errors import ConfigError
+
+            raise ConfigError("--seeds runs one process per seed; under torchrun train one seed per launch")
         if seeds:
             _seeds(config, set_ or [], seeds, out, jobs, resume, overwrite)
         else:

@@ -26,6 +26,7 @@ from fairrl.config.grpo import TrainConfig
 from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.stream import PromptStream
+from fairrl.errors import ConfigError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
@@ -33,9 +34,10 @@ from fairrl.models.policy import build_policy, check_completion_length, resolve_
 from fairrl.rewards.check import check_rewards
 from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.completions import completion_rows, format_completions
+from fairrl.trainer.distributed import Ranks, current
 from fairrl.trainer.grpo_step import GRPOStep, batch_metrics, make_reference, step_generator
 from fairrl.trainer.guard import step_guard
-from fairrl.trainer.logging import MetricsLogger
+from fairrl.trainer.logging import MetricsLogger, NullLogger
 from fairrl.trainer.optim import make_optimizer
 from fairrl.trainer.run import abandon_run, begin_run, continue_config, plan_run, save_final
 from fairrl.trainer.trackers import require_trackers
@@ -58,9 +60,15 @@ def run_training(
     ``components`` (tokenizer, model) and ``data`` replace what the config would load (tests and
     programmatic use). A new run needs a new or empty folder unless ``overwrite``
     (:func:`~fairrl.trainer.run.plan_run`); the folder is written only once data and model have loaded.
+
+    Under ``torchrun`` (:mod:`fairrl.trainer.distributed`) every rank trains its shard of each step's
+    prompts; rank 0 alone writes the folder, logs, checkpoints and evaluations, the others wait for it.
     """
+    ranks = current()
     folder = plan_run(cfg, out, resume, overwrite, console)
     run_dir = folder.path
+    check_parallel(cfg, ranks)
+    ranks.barrier()  # every rank has checked the folder before rank 0 writes into it
     device = resolve_device(cfg.model.device)
 
     # data first: a mistyped path fails in a second, not after the model has loaded
@@ -76,35 +84,39 @@ def run_training(
     console(f"model {cfg.model.name_or_path} on {device}: {trainable:,} trainable of {total:,} parameters "
             f"({time.perf_counter() - t0:.0f}s to load)")
 
-    begin_run(folder, cfg, console)
+    if ranks.main:
+        begin_run(folder, cfg, console)
     before_path = run_dir / "eval_before.json"
     try:  # a startup failure from here on removes a folder this run created (abandon_run)
-        if evaluate and data.evals and not before_path.exists():
+        if ranks.main and evaluate and data.evals and not before_path.exists():
             console("evaluating the starting model ...")
             before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress)
             write_json_atomic(before_path, before)
     except BaseException:
-        abandon_run(folder)
+        if ranks.main:
+            abandon_run(folder)
         raise
+    ranks.barrier()
     warm = None
     if cfg.warm_start.steps:  # minutes of training: an interruption keeps it for --resume
         warm = run_warm_start(cfg, run_dir, tokenizer, policy, data, console, progress=progress)
         policy = start_from_warm(cfg, policy)
     try:
-        step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy))
+        step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy), ranks=ranks)
         optimizer, scheduler = make_optimizer(cfg, policy, cfg.optimizer_steps)
         state = resume_checkpoint(run_dir, policy, optimizer, scheduler, console) if folder.resume else None
     except BaseException:
-        if warm is None:
+        if warm is None and ranks.main:
             abandon_run(folder)
         raise
     start, position = (state["step"], state["position"]) if state else (0, 0)
     stream = PromptStream(data.train, cfg.seed, position)
-    logger = MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
+    logger = (MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
+              if ranks.main else NullLogger())  # fmt: skip
     names = cfg.rewards.labels()
     deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
     step = start
-    bar = progress_bar(cfg.max_steps, start, "grpo", enabled=progress)
+    bar = progress_bar(cfg.max_steps, start, "grpo", enabled=progress and ranks.main)
     try:
         while step < cfg.max_steps:
             t_step = time.perf_counter()
@@ -118,7 +130,7 @@ def run_training(
             step += 1
             metrics["step_time"] = time.perf_counter() - t_step
             metrics["time/generate"] = t_gen
-            out_of_time = deadline is not None and time.perf_counter() > deadline
+            out_of_time = ranks.any(deadline is not None and time.perf_counter() > deadline)
             if step % cfg.logging_steps == 0 or step == cfg.max_steps or out_of_time:
                 logger.log(step, metrics)
             if cfg.log_completions and step % cfg.log_completions_steps == 0:
@@ -128,7 +140,7 @@ def run_training(
                     console(format_completions(step, rows, cfg.num_completions_to_print, batch.rollout.group_size))
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", zero_std=f"{metrics['frac_reward_zero_std']:.2f}")
-            if step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time:
+            if ranks.main and (step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time):
                 save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"position": stream.position},
                                 keep=cfg.keep_checkpoints)
             if out_of_time:
@@ -137,6 +149,8 @@ def run_training(
     finally:
         bar.close()
         logger.close()
+    if not ranks.main:  # rank 0 saves and evaluates the trained model
+        return run_dir
     policy = final_model(cfg, policy)
     save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
     if evaluate and data.evals:
@@ -150,6 +164,19 @@ def run_training(
             summary["warm_start"] = warm
         write_json_atomic(run_dir / "summary.json", summary)
     return run_dir
+
+
+def check_parallel(cfg: TrainConfig, ranks: Ranks) -> None:
+    """What data-parallel GRPO does not do yet, refused before anything loads."""
+    if not ranks.active:
+        return
+    ranks.shard(cfg.algorithm.prompts_per_step)  # the prompts of a step must split evenly
+    if cfg.algorithm.dynamic_sampling:
+        raise ConfigError(f"algorithm.dynamic_sampling is not supported with {ranks.world} ranks yet; "
+                          "turn it off or train in one process")  # fmt: skip
+    if cfg.warm_start.steps:
+        raise ConfigError(f"warm_start is not supported with {ranks.world} ranks yet; run the warm start in "
+                          "one process (warm_start.steps=0 here)")  # fmt: skip
 
 
 def resume_config(run_dir: str, overrides: list[str], config: str | None = None) -> TrainConfig:

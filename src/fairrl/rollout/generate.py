@@ -90,7 +90,10 @@ def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 def sample_categorical(
-    probs: torch.Tensor, generator: torch.Generator | None = None, u: torch.Tensor | None = None
+    probs: torch.Tensor,
+    generator: torch.Generator | None = None,
+    u: torch.Tensor | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """One draw per row of ``probs`` [B, V] by inverse transform sampling.
 
@@ -101,9 +104,16 @@ def sample_categorical(
     binary search in the running sum (< 1 ms). Tokens of probability 0 are never drawn (the strict
     ``>`` skips flat stretches of F); should rounding put ``u * F_V`` at or past ``F_V``, the last token
     of positive probability is taken. ``u`` [B] may be given (tests).
+
+    ``rows`` = (first, total): these B rows are rows ``first .. first + B - 1`` of a batch of ``total``
+    rows sampled on several ranks (:mod:`fairrl.trainer.distributed`); the uniforms of all ``total`` rows
+    are drawn and this shard's taken, so each row gets the draw it would get in one process.
     """
     cdf = probs.cumsum(-1)
-    if u is None:
+    if u is None and rows is not None:
+        first, total = rows
+        u = torch.rand(total, generator=generator, device=probs.device, dtype=cdf.dtype)[first : first + probs.shape[0]]
+    elif u is None:
         u = torch.rand(probs.shape[:-1], generator=generator, device=probs.device, dtype=cdf.dtype)
     idx = torch.searchsorted(cdf, (u.to(cdf.dtype) * cdf[..., -1])[..., None], right=True).squeeze(-1)
     last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(-1)
@@ -121,6 +131,7 @@ def _next_tokens(
     seen: torch.Tensor | None,
     banned: torch.Tensor | None,
     generator: torch.Generator | None,
+    rows: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Choose each row's next token; returns it [B] and the unfiltered, unpenalised log-probs [B, V].
 
@@ -141,7 +152,7 @@ def _next_tokens(
         scores = _mask_ids(scores, banned)
     if greedy:
         return scores.argmax(-1), logp
-    return sample_categorical(filter_scores(scores, controls).softmax(-1), generator), logp
+    return sample_categorical(filter_scores(scores, controls).softmax(-1), generator, rows=rows), logp
 
 
 def _forward_last(model, **kwargs):
@@ -172,6 +183,7 @@ def sample_groups(
     min_new_tokens: int = 0,
     fast: bool = True,
     sync_every: int | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> Rollout:
     """Sample ``group_size`` completions for each left-padded prompt (see module docstring).
 
@@ -187,7 +199,9 @@ def sample_groups(
     skinny-matrix layout for the linear layers (:mod:`fairrl.rollout.skinny_linear`);
     ``fast=False`` is the plain Hugging Face path. Both give the same tokens up to float rounding.
     ``sync_every``: decode steps between host checks that all rows finished (default 1 on the CPU,
-    where a check is free, and ``SYNC_EVERY`` on CUDA); the result does not depend on it.
+    where a check is free, and ``SYNC_EVERY`` on CUDA); the result does not depend on it. ``rows`` =
+    (first completion row, completion rows of the whole batch) when these prompts are one rank's shard of
+    a data-parallel batch (:func:`sample_categorical`).
     """
     if sync_every is None:
         sync_every = SYNC_EVERY if prompt_ids.device.type == "cuda" else 1
@@ -201,13 +215,13 @@ def sample_groups(
         return _sample(
             model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
             controls, generator, share_prompt, min_new_tokens, sync_every,
-            growing_cache(model, prompt_ids.shape[1] + max_new_tokens) if fast else None, fast,
+            growing_cache(model, prompt_ids.shape[1] + max_new_tokens) if fast else None, fast, rows,
         )  # fmt: skip
 
 
 def _sample(
     model, prompt_ids, prompt_mask, group_size, max_new_tokens, eos_token_ids, pad_token_id,
-    controls, generator, share_prompt, min_new_tokens, sync_every, cache, fast,
+    controls, generator, share_prompt, min_new_tokens, sync_every, cache, fast, rows=None,
 ) -> Rollout:  # fmt: skip
     device = prompt_ids.device
     G = group_size
@@ -243,7 +257,7 @@ def _sample(
     decoder = None  # the lean decode step, built at the first decode step (it copies the layer weights)
     tokens, alive, logps = [], [], []
     for step in range(max_new_tokens):
-        tok, logp = _next_tokens(logits, controls, seen, eos if step < min_new_tokens else None, generator)
+        tok, logp = _next_tokens(logits, controls, seen, eos if step < min_new_tokens else None, generator, rows)
         tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)  # [P*G]
         if seen is not None:
             mark_seen(seen, tok, ~finished)

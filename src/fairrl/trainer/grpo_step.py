@@ -36,6 +36,7 @@ from fairrl.models.logprobs import completion_logprobs
 from fairrl.rewards import RewardLogs, TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.rollout.generate import Rollout, left_pad, sample_groups
 from fairrl.trainer.batch import Batch
+from fairrl.trainer.distributed import Ranks
 from fairrl.trainer.dynamic_sampling import dynamic_sampling
 from fairrl.trainer.guard import check_value, check_weights
 from fairrl.trainer.microbatch import micro_batches
@@ -62,8 +63,11 @@ class PromptEncoder:
 class GRPOStep:
     """Everything one GRPO step needs, built once per run."""
 
-    def __init__(self, cfg: TrainConfig, policy, tokenizer, device: torch.device, ref_model=None):
+    def __init__(self, cfg: TrainConfig, policy, tokenizer, device: torch.device, ref_model=None,
+                 ranks: Ranks | None = None):  # fmt: skip
         self.cfg = cfg
+        self.ranks = ranks or Ranks()
+        """Data-parallel ranks (:mod:`fairrl.trainer.distributed`); one process by default."""
         self.alg = cfg.algorithm
         self.policy = policy
         self.ref_model = ref_model
@@ -88,7 +92,9 @@ class GRPOStep:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
 
     # -- rollout and rewards -------------------------------------------------------------
-    def rollout(self, examples: list[Example], generator: torch.Generator) -> Batch:
+    def rollout(self, examples: list[Example], generator: torch.Generator, rows: tuple[int, int] | None = None) -> Batch:
+        """Sample and score G completions of each example; ``rows``: this rank's first completion row and
+        the global batch's row count, when ``examples`` are one rank's shard (:meth:`sharded_rollout`)."""
         ids, mask = left_pad([self.encode(e) for e in examples], self.pad_id)
         self.policy.eval()
         r = sample_groups(
@@ -106,6 +112,7 @@ class GRPOStep:
             repetition_penalty=self.alg.repetition_penalty,
             generator=generator,
             share_prompt=self.alg.share_prompt,
+            rows=rows,
         )
         texts = self.tokenizer.batch_decode(r.completion_ids.cpu(), skip_special_tokens=True)
         ids = [row[m.bool()].tolist() for row, m in zip(r.completion_ids.cpu(), r.completion_mask.cpu(), strict=True)]
@@ -152,13 +159,44 @@ class GRPOStep:
         self._collected += 1
         self.reward_logs.flush()  # drop anything logged outside a step
         P = self.alg.prompts_per_step
-        batch = self.rollout(stream.take(P), generator)
+        if self.ranks.active:
+            batch = self.sharded_rollout(stream.take(P), generator)
+        else:
+            batch = self.rollout(stream.take(P), generator)
         if not self.alg.dynamic_sampling:
             info = {"dynamic_sampling/rounds": 0.0, "dynamic_sampling/dropped": 0.0}
         else:
             refill = lambda n: self.rollout(stream.take(n), generator)  # noqa: E731
             batch, info = dynamic_sampling(batch, refill, P, self.alg.max_resample_rounds, self.pad_id)
         return batch, {**info, **self.reward_logs.flush()}
+
+    def sharded_rollout(self, examples: list[Example], generator: torch.Generator) -> Batch:
+        """This rank's shard of ``examples`` rolled out and scored; rewards, texts, logged columns, reward
+        logs and length totals gathered from every rank (:mod:`fairrl.trainer.distributed`)."""
+        ranks, G = self.ranks, self.alg.num_generations
+        part = ranks.shard(len(examples))
+        local = self.rollout(examples[part], generator, rows=(part.start * G, len(examples) * G))
+        r = local.rollout
+        logs = ranks.gather_objects(({k: list(v) for k, v in self.reward_logs.metrics.items()},
+                                     {k: list(v) for k, v in self.reward_logs.extra.items()}))  # fmt: skip
+        merged = RewardLogs()
+        for metrics, extra in logs:
+            for k, v in metrics.items():
+                merged.metrics[k].extend(v)
+            for k, v in extra.items():
+                merged.extra[k].extend(v)
+        self.reward_logs = merged
+        extras = ranks.gather_objects(local.extra)
+        n = len(local.texts)
+        tokens = r.completion_mask.sum() + r.prompt_mask.sum() * G
+        return Batch(
+            examples=examples, rollout=r, texts=[t for chunk in ranks.gather_objects(local.texts) for t in chunk],
+            rewards=ranks.gather(local.rewards), per_fn=ranks.gather(local.per_fn),
+            extra={k: [v for e in extras for v in e.get(k, [None] * n)] for k in dict.fromkeys(k for e in extras for k in e)},
+            shard=part,
+            totals={"lengths": ranks.gather(r.lengths.cpu()), "truncated": ranks.gather(r.truncated.cpu().to(torch.uint8)).bool(),
+                    "num_tokens": ranks.sum(tokens.detach().float().cpu().reshape(1))},
+        )  # fmt: skip
 
     def progress(self, step: int, stream: PromptStream) -> TrainerState:
         """Set :attr:`trainer_state` to ``step`` steps done and the prompts ``stream`` has drawn; returns it."""
@@ -171,6 +209,8 @@ class GRPOStep:
         alg, r = self.alg, batch.rollout
         G = alg.num_generations
         seq_logprobs = (r.logprobs.sum(-1) / r.lengths.clamp(min=1)).view(-1, G).cpu()
+        if batch.shard is not None:  # NGRPO-style estimators read every group's log-probs
+            seq_logprobs = self.ranks.gather(seq_logprobs)
         adv = ESTIMATORS[alg.advantage_estimator](
             batch.rewards, scale_rewards=alg.scale_rewards, seq_logprobs=seq_logprobs,
             virtual_reward=alg.virtual_reward,
@@ -178,13 +218,16 @@ class GRPOStep:
         if alg.group_balance:  # each demographic group weighs the same, however often it was drawn
             groups = [e.group for e in batch.examples]
             adv = adv * group_balance_weights(groups)[:, None]  # [P, G]
-        adv = adv.reshape(-1).to(self.device)  # [P*G]
+        rows_total = adv.numel()  # the global batch's sequences (every rank's shard)
+        if batch.shard is not None:  # data-parallel: advantages of the global batch, this rank's rows
+            adv = adv[batch.shard]
+        adv = adv.reshape(-1).to(self.device)  # [P*G] (this rank's P)
         mask = r.completion_mask.float()
         if alg.mask_truncated_completions:
             mask = mask * (~r.truncated).float()[:, None]
         ref_logp = self.reference_logprobs(r) if alg.beta > 0 else None
-        chunks = micro_batches(len(batch.examples), G, alg.micro_batch_size)
-        total_tokens = float(mask.sum())
+        chunks = micro_batches(r.prompt_ids.shape[0], G, alg.micro_batch_size)
+        total_tokens = float(self.ranks.sum(mask.sum().reshape(1).cpu()))
         self.policy.train()
         stats: dict[str, float] = {}
         for it in range(alg.num_iterations):
@@ -206,7 +249,7 @@ class GRPOStep:
                     ref_logp=None if ref_logp is None else ref_logp[rows], beta=alg.beta, delta=alg.delta,
                 )  # fmt: skip
                 tokens = float(mask[rows].sum())
-                weight = part_share(alg.loss_type, logp.shape[0], adv.shape[0], tokens, total_tokens)
+                weight = part_share(alg.loss_type, logp.shape[0], rows_total, tokens, total_tokens)
                 (loss * weight).backward()
                 share = tokens / max(total_tokens, 1.0)  # token-weighted mean of the per-batch statistics
                 sums["loss"] = sums.get("loss", 0.0) + weight * float(loss.detach())
@@ -214,6 +257,8 @@ class GRPOStep:
                     sums[k] = sums.get(k, 0.0) + share * float(v)
                 if entropy is not None:
                     sums["entropy"] = sums.get("entropy", 0.0) + share * float(entropy)
+            self.ranks.sum_gradients(self.policy.parameters())  # the global gradient on every rank
+            sums = self.ranks.sum_floats(sums)
             grad_norm = clip_gradients(self.policy.parameters(), self.cfg.max_grad_norm)
             check_value("loss", sums.get("loss", 0.0))  # before the step: a NaN here would reach every weight
             check_value("gradient norm", grad_norm)
@@ -263,10 +308,14 @@ def batch_metrics(batch: Batch, reward_names: list[str]) -> dict[str, Any]:
         vals = batch.per_fn[..., k]
         ok = ~torch.isnan(vals)
         out[f"rewards/{name}/mean"] = float(vals[ok].mean()) if ok.any() else float("nan")
-    lengths = r.lengths.float()
+    if batch.totals is not None:  # data-parallel: the global batch's figures
+        lengths, truncated = batch.totals["lengths"].float(), batch.totals["truncated"]
+        out["num_tokens"] = float(batch.totals["num_tokens"].sum())
+    else:
+        lengths, truncated = r.lengths.float(), r.truncated
+        out["num_tokens"] = float(r.completion_mask.sum() + r.prompt_mask.sum() * r.group_size)
     out["completions/mean_length"] = float(lengths.mean())
-    out["completions/clipped_ratio"] = float(r.truncated.float().mean())
-    out["num_tokens"] = float(r.completion_mask.sum() + r.prompt_mask.sum() * r.group_size)
+    out["completions/clipped_ratio"] = float(truncated.float().mean())
     out["tokens/trained"] = out["num_tokens"]  # the same count under the name every method logs
     per_group: dict[str, list[float]] = {}
     for e, row in zip(batch.examples, batch.rewards, strict=True):

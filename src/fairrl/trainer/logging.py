@@ -100,6 +100,19 @@ class MetricsLogger:
         close_trackers(self.trackers, failed)
 
 
+class NullLogger:
+    """The logger of the ranks other than 0 in data-parallel training: rank 0 writes the run's logs."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def log_completions(self, step: int, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def close(self, failed: bool | None = None) -> None:
+        pass
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All logged rows of a metrics.jsonl file (a damaged line, e.g. the torn last line of a killed run, is skipped)."""
     return [row for row in map(_row, Path(path).read_text().splitlines()) if row is not None]

@@ -1,0 +1,151 @@
+"""Data-parallel training on torch.distributed: ``torchrun --nproc_per_node N -m fairrl train CONFIG``.
+
+The launcher (``torchrun``, ``accelerate launch``, or a multi-node rendezvous through either) starts N
+processes and sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`init_from_env` joins them into one
+process group (NCCL on GPUs, gloo on CPUs) and every collective below goes through it.
+
+What a GRPO step does on N ranks (:mod:`fairrl.trainer.grpo_step`), so that it equals one process with the
+same global batch:
+
+- every rank draws the same P prompts from the stream (same seed, same position) and rolls out its own
+  contiguous shard of P / N prompts, groups whole; the sampler draws the uniforms of all P x G rows and
+  keeps its shard's (:func:`fairrl.rollout.generate.sample_categorical`), so a completion is what one
+  process would have sampled, up to float rounding of the forward;
+- rewards, per-function rewards, texts and lengths are gathered, so advantages (group- or batch-level
+  scaling, group-balance weights), metrics and per-group rewards are computed on the global batch, the
+  same on every rank;
+- the loss is normalised by global counts (sequences, and tokens for the token-mean losses), each rank
+  back-propagates its share, and the accumulated gradients are summed across ranks (one all-reduce of a
+  flattened buffer per optimiser step), so gradient clipping and AdamW see the global gradient on every
+  rank and the weights stay identical without broadcasting them.
+
+Why not ``DistributedDataParallel``: DDP averages gradients in hooks armed by its own ``forward``; the
+trainer calls the decoder body and the chunked output layer directly (:mod:`fairrl.models.logprobs`),
+accumulates over micro-batches of unequal count, and wants a sum (its loss is already normalised
+globally). One all-reduce per optimiser step is what DDP with ``no_sync`` accumulation sends, without
+bucketing overlap (which matters on GPUs for large models; FSDP is the path there).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from fairrl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the process group; ``Ranks()`` is a single process (every method a no-op)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes the run folder, logs, checkpoints and reports."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def shard(self, n: int, what: str = "algorithm.prompts_per_step") -> slice:
+        """This rank's contiguous block of ``n`` items; ``n`` must divide evenly across the ranks."""
+        if n % self.world:
+            raise ConfigError(f"{what}={n} does not split across {self.world} ranks; make it a multiple of {self.world}")
+        per = n // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over ranks (a copy; the input is unchanged)."""
+        if not self.active:
+            return t
+        out = t.detach().to(self._device(), copy=True)
+        dist.all_reduce(out)
+        return out.to(t.device)
+
+    def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
+        """Each value summed over ranks, in one all-reduce (every rank must pass the same keys)."""
+        if not self.active or not values:
+            return values
+        keys = sorted(values)
+        total = self.sum(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._device()))
+        return dict(zip(keys, total.tolist(), strict=True))
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on one (e.g. rank 0's wall-clock deadline)."""
+        if not self.active:
+            return flag
+        return bool(self.sum(torch.tensor([float(flag)], device=self._device())).item() > 0)
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """The ranks' tensors of one shape, concatenated along dim 0 in rank order."""
+        if not self.active:
+            return t
+        home = t.device
+        t = t.contiguous().to(self._device())
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t)
+        return torch.cat(parts).to(home)
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's picklable ``obj``, in rank order (texts, logged columns: small)."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """Sum the accumulated gradients over ranks, in place (a missing gradient counts as zeros)."""
+        if not self.active:
+            return
+        params = [p for p in parameters if p.requires_grad]
+        flat = torch.cat([
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
+        ])  # fmt: skip
+        dist.all_reduce(flat)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def _device(self) -> torch.device:
+        # NCCL moves CUDA tensors only; gloo takes CPU tensors
+        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def current() -> Ranks:
+    """The process group this process belongs to, or a single process."""
+    if dist.is_available() and dist.is_initialized():
+        return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return Ranks()
+
+
+def init_from_env(timeout_minutes: float = 60.0) -> Ranks:
+    """Join the process group a launcher described in the environment (``WORLD_SIZE`` > 1); a no-op in a
+    single process or when already joined. NCCL when CUDA is available, else gloo; with CUDA each rank
+    takes GPU ``LOCAL_RANK``. The timeout bounds how long ranks wait for each other (rank 0 evaluates the
+    model alone before and after training)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return current()
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes))
+    return current()

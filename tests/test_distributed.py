@@ -1,0 +1,129 @@
+"""Data-parallel GRPO on torch.distributed (gloo, 2 CPU ranks): the same metrics and weights as one process
+with the same global batch (fairrl.trainer.distributed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from fairrl.config import load_config
+from fairrl.errors import ConfigError
+from fairrl.recipes.grpo import check_parallel, run_training
+from fairrl.rollout.generate import sample_categorical
+from fairrl.trainer.distributed import Ranks, current
+from tests.test_train_e2e import _cfg, _data
+from tests.tiny import saved_tiny_policy, tiny_policy
+
+KEYS = ("reward", "reward_std", "loss", "num_tokens", "completions/mean_length", "frac_reward_zero_std",
+        "grad_norm", "group_reward/g0", "group_reward/g1")  # fmt: skip
+
+
+def _train(cfg, out):
+    torch.manual_seed(0)
+    tok, model = tiny_policy(0)
+    return run_training(cfg, out=str(out), console=lambda s: None, evaluate=False, progress=False,
+                        components=(tok, model), data=_data())  # fmt: skip
+
+
+def _rank(rank: int, world: int, rendezvous: str, overrides: dict, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        _train(_cfg(None, **overrides), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _rows(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(run_dir):
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"algorithm.loss_type": "dapo"},  # token-mean over the global batch
+    {"algorithm.loss_type": "grpo", "algorithm.scale_rewards": "batch", "algorithm.beta": 0.05},
+], ids=["dapo", "grpo-batch-scaling-kl"])  # fmt: skip
+def test_two_gloo_ranks_equal_one_process(tmp_path, overrides):
+    overrides = {"max_steps": 3, **overrides}
+    one = _train(_cfg(None, **overrides), tmp_path / "one")
+    mp.spawn(_rank, args=(2, str(tmp_path / "rdv"), overrides, str(tmp_path / "two")), nprocs=2, join=True)
+    two = tmp_path / "two"
+    a, b = _rows(one), _rows(two)
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b, strict=True):
+        for k in KEYS:
+            assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), k
+    wa, wb = _weights(one), _weights(two)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)  # AdamW amplifies rounding of ~0 grads
+    assert (two / "checkpoints").is_dir() and (two / "config.yaml").exists()
+
+
+def test_a_single_process_is_rank_zero_of_one():
+    r = current()
+    assert (r.rank, r.world, r.main, r.active) == (0, 1, True, False)
+    t = torch.tensor([1.0, 2.0])
+    assert r.sum(t) is t and r.gather(t) is t and r.any(True) and r.gather_objects(3) == [3]
+    assert r.shard(5) == slice(0, 5)
+
+
+def test_parallel_settings_that_do_not_split_are_refused():
+    ranks = Ranks(rank=1, world=2)
+    assert ranks.shard(4) == slice(2, 4)
+    with pytest.raises(ConfigError, match="multiple of 2"):
+        check_parallel(load_config(None, ["algorithm.prompts_per_step=3"]), ranks)
+    with pytest.raises(ConfigError, match="dynamic_sampling"):
+        check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "algorithm.dynamic_sampling=true"]), ranks)
+    with pytest.raises(ConfigError, match="warm_start"):
+        check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "warm_start.steps=3"]), ranks)
+
+
+def test_a_shard_samples_the_rows_one_process_would():
+    probs = torch.rand(6, 50, generator=torch.Generator().manual_seed(1)).softmax(-1)
+    full = sample_categorical(probs, torch.Generator().manual_seed(3))
+    top = sample_categorical(probs[:2], torch.Generator().manual_seed(3), rows=(0, 6))
+    rest = sample_categorical(probs[2:], torch.Generator().manual_seed(3), rows=(2, 6))
+    assert torch.equal(torch.cat([top, rest]), full)
+
+
+def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
+    """``torchrun --nproc_per_node 2 -m fairrl train`` (gloo): one run folder written by rank 0, a report,
+    the usual metrics; the packaged BBQ data with a tiny saved model."""
+    model = saved_tiny_policy(tmp_path / "m")
+    out = tmp_path / "run"
+    sets = [f"model.name_or_path={model}", "model.lora={r: 4, alpha: 8}", "max_steps=2", "save_steps=1",
+            "algorithm.max_completion_length=4", "algorithm.prompts_per_step=2", "algorithm.num_generations=4",
+            "eval.bbq_items_per_condition=2", "eval.reasoning_items=0", "eval.permutations=1",
+            "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "fairrl", "train", "--out", str(out)] + [x for s in sets for x in ("--set", s)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all("reward" in r for r in rows)
+    assert (out / "report.md").exists() and (out / "checkpoints" / "step-000002").is_dir()
+    assert done.stdout.count("run folder:") == 1  # rank 0 alone reports
+
+
+def test_other_methods_are_refused_under_torchrun(tmp_path):
+    """SFT, KD, PPO and DPO still train in one process: two ranks of them stop with a message, exit 2."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "fairrl", "train", "--out", str(tmp_path / "x"), "--set", "method=sft"],
+                          capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
+    text = done.stdout + done.stderr
+    assert done.returncode != 0 and "error: data-parallel training (torchrun, 2 ranks) runs method grpo" in text
+    assert "src/fairrl/" not in text  # the launcher prints its own traceback; none of ours
