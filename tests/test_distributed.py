@@ -1,5 +1,5 @@
 """Data-parallel GRPO on torch.distributed (gloo, 2 CPU ranks): the same metrics and weights as one process
-with the same global batch (fairrl.trainer.distributed)."""
+with the same global batch (fairrl.distributed)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from fairrl.config import load_config
+from fairrl.distributed import Ranks, current
 from fairrl.errors import ConfigError
+from fairrl.eval.likelihood import greedy_generate, option_logprobs
+from fairrl.eval.textscore import text_logprobs
 from fairrl.recipes.grpo import check_parallel, run_training
 from fairrl.rollout.generate import sample_categorical
-from fairrl.trainer.distributed import Ranks, current
 from tests.test_train_e2e import _cfg, _data
 from tests.tiny import saved_tiny_policy, tiny_policy
 
@@ -127,3 +129,58 @@ def test_other_methods_are_refused_under_torchrun(tmp_path):
     text = done.stdout + done.stderr
     assert done.returncode != 0 and "error: data-parallel training (torchrun, 2 ranks) runs method grpo" in text
     assert "src/fairrl/" not in text  # the launcher prints its own traceback; none of ours
+
+
+def _eval_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        result = _evaluations()
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def _evaluations() -> dict:
+    """The three evaluation loops that shard (option likelihoods, greedy replies, text likelihoods)."""
+    tok, model = tiny_policy(0)
+    prompts = [[{"role": "user", "content": " ".join("abcdefgh"[: 2 + i % 6])}] for i in range(11)]
+    options = [["a b", "c", "d e f"][: 1 + i % 3] for i in range(11)]
+    return {
+        "options": option_logprobs(model, tok, prompts, options, batch_size=2),
+        "replies": greedy_generate(model, tok, prompts, max_new_tokens=5, batch_size=3),
+        "texts": text_logprobs(model, tok, [None, "a b", "a b", "c"] * 2, ["c d", "e", "f g", "h"] * 2, batch_size=3),
+    }
+
+
+def test_sharded_evaluation_equals_one_process(tmp_path):
+    """Each rank scores every other batch of the same batch plan; the gathered results are those of one
+    process, exactly (same batches, same padding; one thread per process, as each rank uses: the CPU
+    kernels' rounding can depend on the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = json.loads(json.dumps(_evaluations()))
+    finally:
+        torch.set_num_threads(threads)
+    mp.spawn(_eval_rank, args=(2, str(tmp_path / "rdv"), str(tmp_path / "two.json")), nprocs=2, join=True)
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two == one and len(two["replies"]) == 11 and all(len(r) == 1 + i % 3 for i, r in enumerate(two["options"]))
+
+
+def test_fairrl_eval_under_torchrun_writes_what_one_process_writes(tmp_path):
+    model = saved_tiny_policy(tmp_path / "m")
+    args = ["-m", "fairrl", "eval", "--model", str(model), "--suite", "bbq,stereoset,reasoning", "--limit", "3",
+            "--n-boot", "20", "--permutations", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env, timeout=300)  # fmt: skip
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    a, b = (json.loads((tmp_path / x / "results.json").read_text()) for x in ("one", "two"))
+    (ma,), (mb,) = a["models"].values(), b["models"].values()
+    assert mb["suites"] == ma["suites"] and set(mb["suites"]) == {"bbq", "stereoset", "reasoning"}
+    assert (tmp_path / "two" / "results.md").exists() and two.stdout.count("wrote ") == 1

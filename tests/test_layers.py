@@ -15,7 +15,7 @@ ROOT = Path(fairrl.__file__).parent
 
 # Lowest first. A module may import modules of its own layer or of a lower one.
 LAYERS = [
-    {"errors", "fsutil", "plugins", "assets", "console", "__init__"},
+    {"errors", "fsutil", "plugins", "assets", "console", "distributed", "__init__"},
     {"config"},
     {"data"},
     {"models"},

@@ -83,8 +83,8 @@ def _train_function(method: str):
 def _train(config: str | None, overrides: list[str], resume: str | None, out: str | None,
            overwrite: bool = False) -> Path:  # fmt: skip
     from fairrl.config import TrainConfig, load_config
+    from fairrl.distributed import init_from_env
     from fairrl.report.run import write_run_report
-    from fairrl.trainer.distributed import init_from_env
     from fairrl.trainer.run import continue_config
 
     ranks = init_from_env()  # under torchrun / accelerate launch: join the ranks (a no-op in one process)
@@ -243,10 +243,12 @@ def evaluate(
 ) -> None:
     """Evaluate one or more models on BBQ, StereoSet, CrowS-Pairs, BOLD and reasoning, side by side."""
     try:
+        from fairrl.distributed import init_from_env
         from fairrl.recipes.evaluate import run_config_eval, run_suites
 
+        echo = _echo if init_from_env().main else lambda s: None  # under torchrun: items sharded, rank 0 reports
         if config is not None or set_:
-            run_config_eval(model, config, set_ or [], out, console=_echo)
+            run_config_eval(model, config, set_ or [], out, console=echo)
             return
         from fairrl.errors import ConfigError
         from fairrl.eval.suite import SuiteOptions, parse_suites
@@ -268,7 +270,7 @@ def evaluate(
             batch_size=batch_size, seed=seed, n_boot=n_boot, bbq_mode=bbq_mode, permutations=permutations,
             max_new_tokens=max_new_tokens, bold_scorer=bold_scorer, sources=sources,
         )  # fmt: skip
-        run_suites(model, parse_suites(suite), opts, out, console=_echo, device=device, dtype=dtype,
+        run_suites(model, parse_suites(suite), opts, out, console=echo, device=device, dtype=dtype,
                    trust_remote_code=trust_remote_code)  # fmt: skip
     except FairRLError as err:
         _fail(err)

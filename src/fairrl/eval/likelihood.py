@@ -36,6 +36,7 @@ from copy import deepcopy
 import torch
 
 from fairrl.console import track
+from fairrl.distributed import gather_results, my_share
 from fairrl.models.cache import cache_kwargs, returned_cache
 from fairrl.models.common import end_of_turn_id
 from fairrl.rollout.generate import left_pad, sample_groups
@@ -246,17 +247,20 @@ def option_logprobs(
     packed = {id(g): _pack_group([prompts[i] for i in g], [opts[i] for i in g], start) for g in by_key.values()}
     groups = sorted(by_key.values(), key=lambda g: len(packed[id(g)]["ids"]))  # similar rows: less padding
     scores: list[list[float]] = [[] for _ in prompts]
+    done: dict[int, list[float]] = {}
     with inference_mode(model), track(len(members_all), "option likelihoods") as bar:
         shared = _prefix_cache(model, prompts[members_all[0]][:start]) if members_all else None
-        for chunk in _chunks(groups, batch_size):
+        for chunk in my_share(_chunks(groups, batch_size)):  # under torchrun: this rank's chunks
             cache = _repeated(shared, len(chunk))
             per_row = _score_rows(model, [packed[id(g)] for g in chunk], start, cache, pad)
             for g, row_scores in zip(chunk, per_row, strict=True):
                 k = 0
                 for i in g:
-                    scores[i] = row_scores[k : k + len(opts[i])]
+                    done[i] = row_scores[k : k + len(opts[i])]
                     k += len(opts[i])
             bar.update(sum(len(g) for g in chunk))
+    for i, row in gather_results(done).items():
+        scores[i] = row
     return scores
 
 
@@ -308,9 +312,9 @@ def greedy_generate(
     stops = stop_token_ids(model, tokenizer)
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    texts = [""] * len(encoded)
+    done: dict[int, str] = {}
     with inference_mode(model), track(len(order), "generating") as bar:
-        for s in range(0, len(order), batch_size):
+        for s in my_share(list(range(0, len(order), batch_size))):  # under torchrun: this rank's batches
             chunk = order[s : s + batch_size]
             ids, mask = left_pad([encoded[i] for i in chunk], pad)
             r = sample_groups(
@@ -325,6 +329,7 @@ def greedy_generate(
             )
             decoded = tokenizer.batch_decode(r.completion_ids.cpu(), skip_special_tokens=True)
             for i, text in zip(chunk, decoded, strict=True):
-                texts[i] = text.strip()
+                done[i] = text.strip()
             bar.update(len(chunk))
-    return texts
+    done = gather_results(done)
+    return [done[i] for i in range(len(encoded))]

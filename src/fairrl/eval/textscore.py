@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 
 from fairrl.console import track
+from fairrl.distributed import gather_results, my_share
 from fairrl.eval.likelihood import _device, inference_mode
 from fairrl.models.common import positions_from_mask
 from fairrl.rollout.generate import left_pad
@@ -140,8 +141,11 @@ def text_logprobs(
     lengths = [len(p) + len(c) for p, c in encoded]
     sums = [0.0] * len(encoded)
     with inference_mode(model), track(len(encoded), "text likelihoods") as bar:
-        for batch in _batches(keys, lengths, batch_size):
+        done: dict[int, float] = {}
+        for batch in my_share(_batches(keys, lengths, batch_size)):  # under torchrun: this rank's batches
             for i, s in zip(batch, _score_batch(model, [encoded[i] for i in batch], pad), strict=True):
-                sums[i] = s
+                done[i] = s
             bar.update(len(batch))
+    for i, s in gather_results(done).items():
+        sums[i] = s
     return [(s, len(c)) for s, (_, c) in zip(sums, encoded, strict=True)]

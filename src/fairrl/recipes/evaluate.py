@@ -59,8 +59,12 @@ def run_suites(
     dtype: str = "float32",
     trust_remote_code: bool = False,
 ) -> Path:
-    """Evaluate every model on every suite; returns the path of ``results.json``."""
+    """Evaluate every model on every suite; returns the path of ``results.json``.
+
+    Under ``torchrun`` every rank scores its share of each suite's batches (:mod:`fairrl.distributed`) and
+    rank 0 writes the results, which equal one process's."""
     from fairrl import __version__
+    from fairrl.distributed import current
     from fairrl.eval.suite import SUITES, split_categories
     from fairrl.report.eval_report import write_eval_report
 
@@ -70,7 +74,9 @@ def run_suites(
         data[s] = SUITES[s].load(opts, cats[s])
         console(f"{s}: {len(data[s])} items")
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = current().main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(opts).items()}
     settings.update(suites=suites, categories_by_suite=cats, items={s: len(v) for s, v in data.items()})
     payload: dict[str, Any] = {
@@ -95,11 +101,15 @@ def run_suites(
             with progress_scope(f"{name}: {s}" if len(models) > 1 else s):  # labels the suite's bars
                 result = SUITES[s].run(model, tokenizer, data[s], opts)
             entry["seconds"][s] = round(time.perf_counter() - t0, 2)
+            if not main:
+                continue
             _write_items(out_dir / "items" / f"{k}-{_slug(name)}" / f"{s}.jsonl", result.pop("items", []))
             entry["suites"][s] = result
             console(f"  {s}: {len(data[s])} items in {entry['seconds'][s]:.0f}s  " + _headline_line(result))
             write_json_atomic(out_dir / "results.partial.json", payload)
         del model
+    if not main:
+        return out_dir / "results.json"
     payload["complete"] = True
     write_json_atomic(out_dir / "results.json", payload)
     (out_dir / "results.partial.json").unlink(missing_ok=True)
@@ -116,8 +126,10 @@ def _headline_line(result: dict[str, Any]) -> str:
 def run_config_eval(
     models: list[str], config: str | None, overrides: list[str], out: str, console: Console
 ) -> Path:
-    """The held-out sets a training config builds (``bbq_templates``, ``bbq_categories``, ``reasoning``)."""
+    """The held-out sets a training config builds (``bbq_templates``, ``bbq_categories``, ``reasoning``);
+    sharded over the ranks under ``torchrun``, as :func:`run_suites`."""
     from fairrl.data.run_data import build_run_data
+    from fairrl.distributed import current
     from fairrl.eval.heldout import evaluate_splits
     from fairrl.report.markdown import comparison_table
 
@@ -125,7 +137,9 @@ def run_config_eval(
     data = build_run_data(cfg.data, cfg.eval, cfg.seed)
     device = resolve_device(cfg.model.device)
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = current().main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for name in models:
         path = _model_path(name)
@@ -133,6 +147,8 @@ def run_config_eval(
         tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
         model = load_model(path, dtype=cfg.model.dtype, device=device, trust_remote_code=cfg.model.trust_remote_code)
         results[name] = evaluate_splits(model, tokenizer, data, cfg, console)
+    if not main:
+        return out_dir / "results.json"
     payload = {"schema_version": RESULTS_SCHEMA_VERSION, "kind": "heldout", "config": cfg.model_dump(mode="json"),
                "models": results}
     write_json_atomic(out_dir / "results.json", payload)

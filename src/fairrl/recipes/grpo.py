@@ -26,6 +26,7 @@ from fairrl.config.grpo import TrainConfig
 from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.stream import PromptStream
+from fairrl.distributed import Ranks, current
 from fairrl.errors import ConfigError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
@@ -34,7 +35,6 @@ from fairrl.models.policy import build_policy, check_completion_length, resolve_
 from fairrl.rewards.check import check_rewards
 from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.completions import completion_rows, format_completions
-from fairrl.trainer.distributed import Ranks, current
 from fairrl.trainer.grpo_step import GRPOStep, batch_metrics, make_reference, step_generator
 from fairrl.trainer.guard import step_guard
 from fairrl.trainer.logging import MetricsLogger, NullLogger
@@ -61,8 +61,9 @@ def run_training(
     programmatic use). A new run needs a new or empty folder unless ``overwrite``
     (:func:`~fairrl.trainer.run.plan_run`); the folder is written only once data and model have loaded.
 
-    Under ``torchrun`` (:mod:`fairrl.trainer.distributed`) every rank trains its shard of each step's
-    prompts; rank 0 alone writes the folder, logs, checkpoints and evaluations, the others wait for it.
+    Under ``torchrun`` (:mod:`fairrl.distributed`) every rank trains its shard of each step's
+    prompts and its share of the evaluation items; rank 0 alone writes the folder, logs, checkpoints and
+    results.
     """
     ranks = current()
     folder = plan_run(cfg, out, resume, overwrite, console)
@@ -88,10 +89,12 @@ def run_training(
         begin_run(folder, cfg, console)
     before_path = run_dir / "eval_before.json"
     try:  # a startup failure from here on removes a folder this run created (abandon_run)
-        if ranks.main and evaluate and data.evals and not before_path.exists():
+        # every rank evaluates its share of the items (rank 0's view of the folder decides whether)
+        if ranks.any(ranks.main and evaluate and bool(data.evals) and not before_path.exists()):
             console("evaluating the starting model ...")
-            before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress)
-            write_json_atomic(before_path, before)
+            before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress and ranks.main)
+            if ranks.main:
+                write_json_atomic(before_path, before)
     except BaseException:
         if ranks.main:
             abandon_run(folder)
@@ -149,14 +152,15 @@ def run_training(
     finally:
         bar.close()
         logger.close()
-    if not ranks.main:  # rank 0 saves and evaluates the trained model
-        return run_dir
     policy = final_model(cfg, policy)
-    save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
+    if ranks.main:
+        save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
     if evaluate and data.evals:
         console("evaluating the trained model ...")
-        after = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress,
+        after = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress and ranks.main,
                                 trainer_state=step_fn.progress(step, stream))  # fmt: skip
+        if not ranks.main:  # rank 0 writes the results
+            return run_dir
         write_json_atomic(run_dir / "eval_after.json", after)
         before = json.loads(before_path.read_text()) if before_path.exists() else {}
         summary = {"steps": step, "before": before, "after": after}

@@ -106,7 +106,7 @@ def sample_categorical(
     of positive probability is taken. ``u`` [B] may be given (tests).
 
     ``rows`` = (first, total): these B rows are rows ``first .. first + B - 1`` of a batch of ``total``
-    rows sampled on several ranks (:mod:`fairrl.trainer.distributed`); the uniforms of all ``total`` rows
+    rows sampled on several ranks (:mod:`fairrl.distributed`); the uniforms of all ``total`` rows
     are drawn and this shard's taken, so each row gets the draw it would get in one process.
     """
     cdf = probs.cumsum(-1)

@@ -22,7 +22,7 @@ class Batch:
     per_fn: torch.Tensor  # [P, G, K] raw, NaN = not applicable
     extra: dict[str, list[Any]] = field(default_factory=dict)  # column -> [P*G], reward functions' log_extra
     shard: slice | None = None
-    """Data-parallel training (:mod:`fairrl.trainer.distributed`): the prompts of ``examples`` whose rollout
+    """Data-parallel training (:mod:`fairrl.distributed`): the prompts of ``examples`` whose rollout
     this rank holds; everything else (rewards, texts, the totals below) covers the global batch. None: all."""
     totals: dict[str, torch.Tensor] | None = None
     """With a shard: the global batch's completion ``lengths`` and ``truncated`` flags ``[P*G]`` and its

@@ -31,12 +31,12 @@ from fairrl.advantages.shaping import group_balance_weights, overlong_penalty
 from fairrl.config.grpo import TrainConfig
 from fairrl.data.records import Example, column_names, rows_to_columns, trl_sample
 from fairrl.data.stream import PromptStream
+from fairrl.distributed import Ranks
 from fairrl.losses import part_share, policy_loss
 from fairrl.models.logprobs import completion_logprobs
 from fairrl.rewards import RewardLogs, TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.rollout.generate import Rollout, left_pad, sample_groups
 from fairrl.trainer.batch import Batch
-from fairrl.trainer.distributed import Ranks
 from fairrl.trainer.dynamic_sampling import dynamic_sampling
 from fairrl.trainer.guard import check_value, check_weights
 from fairrl.trainer.microbatch import micro_batches
@@ -67,7 +67,7 @@ class GRPOStep:
                  ranks: Ranks | None = None):  # fmt: skip
         self.cfg = cfg
         self.ranks = ranks or Ranks()
-        """Data-parallel ranks (:mod:`fairrl.trainer.distributed`); one process by default."""
+        """Data-parallel ranks (:mod:`fairrl.distributed`); one process by default."""
         self.alg = cfg.algorithm
         self.policy = policy
         self.ref_model = ref_model
@@ -172,7 +172,7 @@ class GRPOStep:
 
     def sharded_rollout(self, examples: list[Example], generator: torch.Generator) -> Batch:
         """This rank's shard of ``examples`` rolled out and scored; rewards, texts, logged columns, reward
-        logs and length totals gathered from every rank (:mod:`fairrl.trainer.distributed`)."""
+        logs and length totals gathered from every rank (:mod:`fairrl.distributed`)."""
         ranks, G = self.ranks, self.alg.num_generations
         part = ranks.shard(len(examples))
         local = self.rollout(examples[part], generator, rows=(part.start * G, len(examples) * G))

@@ -128,6 +128,24 @@ class Ranks:
         return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def my_share(batches: list, ranks: Ranks | None = None) -> list:
+    """The batches of a loop this rank runs: every ``world``-th, from its rank on. Evaluation loops shard by
+    whole batches, so every item is computed in the same batch, with the same padding, as in one process."""
+    ranks = ranks or current()
+    return batches[ranks.rank :: ranks.world] if ranks.active else batches
+
+
+def gather_results(results: dict, ranks: Ranks | None = None) -> dict:
+    """The union of every rank's ``{item: result}`` (the results of :func:`my_share` batches)."""
+    ranks = ranks or current()
+    if not ranks.active:
+        return results
+    merged: dict = {}
+    for part in ranks.gather_objects(results):
+        merged.update(part)
+    return merged
+
+
 def current() -> Ranks:
     """The process group this process belongs to, or a single process."""
     if dist.is_available() and dist.is_initialized():
