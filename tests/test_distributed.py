@@ -184,3 +184,19 @@ def test_fairrl_eval_under_torchrun_writes_what_one_process_writes(tmp_path):
     (ma,), (mb,) = a["models"].values(), b["models"].values()
     assert mb["suites"] == ma["suites"] and set(mb["suites"]) == {"bbq", "stereoset", "reasoning"}
     assert (tmp_path / "two" / "results.md").exists() and two.stdout.count("wrote ") == 1
+
+
+def test_a_two_rank_run_resumes_in_one_process(tmp_path):
+    """2 steps on 2 ranks, then --resume in one process to step 3: as one process's 3 steps (the
+    checkpoint holds the weights, optimiser and data position, which no rank count changes)."""
+    overrides = {"algorithm.loss_type": "dapo"}
+    one = _train(_cfg(None, max_steps=3, **overrides), tmp_path / "one")
+    mp.spawn(_rank, args=(2, str(tmp_path / "rdv"), {"max_steps": 2, **overrides}, str(tmp_path / "two")),
+             nprocs=2, join=True)  # fmt: skip
+    tok, model = tiny_policy(0)
+    run_training(_cfg(None, max_steps=3, **overrides), out=str(tmp_path / "two"), resume=str(tmp_path / "two"),
+                 console=lambda s: None, evaluate=False, progress=False, components=(tok, model), data=_data())  # fmt: skip
+    a, b = _rows(one), _rows(tmp_path / "two")
+    assert [r["step"] for r in b] == [1, 2, 3]
+    for k in KEYS:
+        assert b[2][k] == pytest.approx(a[2][k], rel=1e-4, abs=1e-5), k
