@@ -88,8 +88,7 @@ def test_parallel_settings_that_do_not_split_are_refused():
         check_parallel(load_config(None, ["algorithm.prompts_per_step=3"]), ranks)
     with pytest.raises(ConfigError, match="dynamic_sampling"):
         check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "algorithm.dynamic_sampling=true"]), ranks)
-    with pytest.raises(ConfigError, match="warm_start"):
-        check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "warm_start.steps=3"]), ranks)
+    check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "warm_start.steps=3"]), ranks)  # allowed
 
 
 def test_a_shard_samples_the_rows_one_process_would():
@@ -121,13 +120,13 @@ def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
 
 
 def test_other_methods_are_refused_under_torchrun(tmp_path):
-    """SFT, KD, PPO and DPO still train in one process: two ranks of them stop with a message, exit 2."""
+    """PPO still trains in one process: two ranks of it stop with a message, exit 2."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "fairrl", "train", "--out", str(tmp_path / "x"), "--set", "method=sft"],
+                           "-m", "fairrl", "train", "--out", str(tmp_path / "x"), "--set", "method=ppo"],
                           capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
     text = done.stdout + done.stderr
-    assert done.returncode != 0 and "error: data-parallel training (torchrun, 2 ranks) runs method grpo" in text
+    assert done.returncode != 0 and "error: data-parallel training (torchrun, 2 ranks) runs methods grpo" in text
     assert "src/fairrl/" not in text  # the launcher prints its own traceback; none of ours
 
 
@@ -200,3 +199,55 @@ def test_a_two_rank_run_resumes_in_one_process(tmp_path):
     assert [r["step"] for r in b] == [1, 2, 3]
     for k in KEYS:
         assert b[2][k] == pytest.approx(a[2][k], rel=1e-4, abs=1e-5), k
+
+
+WARM = ["warm_start.steps=2", "algorithm.prompts_per_step=2", "algorithm.num_generations=4",
+        "algorithm.max_completion_length=4", "algorithm.beta=0.05"]  # fmt: skip
+
+
+def _method_cfg(method: str, steps: int):
+    extra = WARM if method == "grpo" else []
+    return load_config(None, [*extra,
+        f"method={method}", "model.lora=null", f"max_steps={steps}", "save_steps=2", "learning_rate=0.01",
+        "report_to=[jsonl]", "eval.bbq_items_per_condition=0", "eval.reasoning_items=0",
+        "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]",
+        "sft.batch_size=4", "kd.batch_size=4", "kd.max_new_tokens=4", "kd.lmbda=0.5", "dpo.batch_size=4",
+    ])  # fmt: skip
+
+
+def _train_method(method: str, steps: int, out) -> None:
+    from fairrl.cli import TRAIN_METHODS, _train_function
+
+    assert method in TRAIN_METHODS
+    torch.manual_seed(0)
+    tok, model = tiny_policy(0)
+    _train_function(method)(_method_cfg(method, steps), out=str(out), console=lambda s: None, evaluate=False,
+                            progress=False, components=(tok, model))  # fmt: skip
+
+
+def _method_rank(rank: int, world: int, rendezvous: str, method: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        _train_method(method, 3, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("method", ["sft", "kd", "dpo", "grpo"])
+def test_sft_kd_and_dpo_on_two_ranks_equal_one_process(tmp_path, method):
+    """Each rank trains its half of every batch; token- or pair-weighted shares make the summed loss and
+    gradient those of the whole batch (KD samples its on-policy replies as one process would). ``grpo``
+    here runs a 2-step SFT warm start first (merged into the weights on every rank), then GRPO."""
+    _train_method(method, 3, tmp_path / "one")
+    mp.spawn(_method_rank, args=(2, str(tmp_path / "rdv"), method, str(tmp_path / "two")), nprocs=2, join=True)
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert [r["step"] for r in b] == [1, 2, 3]
+    if method == "grpo":
+        assert _rows(tmp_path / "two" / "warm_start") and (tmp_path / "two" / "warm_start" / "final").is_dir()
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("loss", "grad_norm", "tokens/trained", "completions/mean_length"):
+            assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), (k, ra, rb)
+    wa, wb = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)

@@ -35,6 +35,7 @@ from fairrl.config.grpo import TrainConfig
 from fairrl.data.dpo_pairs import ReplyPair, with_pairs
 from fairrl.data.run_data import RunData
 from fairrl.data.stream import PromptStream
+from fairrl.distributed import current
 from fairrl.errors import DataError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.losses.preference import dpo_loss, dpo_margins
@@ -129,27 +130,34 @@ class DPOMethod(StreamMethod):
 
     def step(self, step: int) -> dict[str, Any]:
         cfg = self.run.cfg.dpo
-        pairs = [self.pairs[e.prompt_id] for e in self.stream.take(cfg.batch_size)]
+        drawn = self.stream.take(cfg.batch_size)
+        ranks = current()
+        part = ranks.shard(len(drawn), "dpo.batch_size")  # data-parallel: this rank's pairs (all in one process)
+        pairs = [self.pairs[e.prompt_id] for e in drawn[part]]
+        share = len(pairs) / len(drawn)
         batch = self._encode(pairs)
         ref_c, ref_r = self._reference(batch)
         self.run.policy.train()
         pol_c, pol_r = pair_logps(self.run.policy, batch)
         loss = dpo_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing).mean()
-        metrics = update(self.run, loss)
+        metrics = update(self.run, loss, share)
         self.run.policy.eval()
         chosen, rejected = (cfg.beta * (pol_c - ref_c)).detach(), (cfg.beta * (pol_r - ref_r)).detach()
         margins = dpo_margins(pol_c, pol_r, ref_c, ref_r, cfg.beta).detach()
-        return {
-            **metrics,
+        means = {  # means over this rank's pairs, weighted by its share and summed over ranks
             "rewards/chosen": float(chosen.mean()),
             "rewards/rejected": float(rejected.mean()),
             "rewards/margins": float(margins.mean()),
             "rewards/accuracies": float((margins > 0).float().mean()),
             "logps/chosen": float(pol_c.detach().mean()),
             "logps/rejected": float(pol_r.detach().mean()),
-            "completions/mean_length": float(batch.reply_mask.sum()) / batch.reply_mask.shape[0],
-            "tokens/trained": float(batch.tokens),
         }
+        if ranks.active:
+            means = ranks.sum_floats({k: v * share for k, v in means.items()})
+        counts = ranks.sum_floats({"reply": float(batch.reply_mask.sum()), "rows": float(batch.reply_mask.shape[0]),
+                                   "tokens": float(batch.tokens)})  # fmt: skip
+        return {**metrics, **means, "completions/mean_length": counts["reply"] / counts["rows"],
+                "tokens/trained": counts["tokens"]}  # fmt: skip
 
 
 def run_dpo_method(cfg: TrainConfig, **kwargs: Any) -> Path:

@@ -178,9 +178,6 @@ def check_parallel(cfg: TrainConfig, ranks: Ranks) -> None:
     if cfg.algorithm.dynamic_sampling:
         raise ConfigError(f"algorithm.dynamic_sampling is not supported with {ranks.world} ranks yet; "
                           "turn it off or train in one process")  # fmt: skip
-    if cfg.warm_start.steps:
-        raise ConfigError(f"warm_start is not supported with {ranks.world} ranks yet; run the warm start in "
-                          "one process (warm_start.steps=0 here)")  # fmt: skip
 
 
 def resume_config(run_dir: str, overrides: list[str], config: str | None = None) -> TrainConfig:

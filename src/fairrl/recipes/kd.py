@@ -35,6 +35,7 @@ from fairrl.data.run_data import RunData
 from fairrl.data.sft_targets import with_targets
 from fairrl.data.stream import PromptStream
 from fairrl.data.teacher_prompt import teacher_messages
+from fairrl.distributed import current
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.eval.likelihood import stop_token_ids
 from fairrl.losses.distill import distill_loss
@@ -45,7 +46,7 @@ from fairrl.models.teacher import load_teacher
 from fairrl.rewards import TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.trainer.grpo_step import step_generator
 from fairrl.trainer.loop import RunContext, StreamMethod, run_method, update
-from fairrl.trainer.sft_step import ReplyEncoder, sample_replies, sft_update
+from fairrl.trainer.sft_step import ReplyEncoder, batch_counts, sample_replies, sft_update
 
 
 class KDMethod(StreamMethod):
@@ -68,6 +69,7 @@ class KDMethod(StreamMethod):
         self.encoder = ReplyEncoder(run.tokenizer, end_of_turn_id(run.tokenizer))
         self.stop_ids = stop_token_ids(run.policy, run.tokenizer)
         self.stream = PromptStream(self.examples, run.cfg.seed)
+        self.part, self.batch_size = None, kd.batch_size  # data-parallel: this rank's share (set per step)
         self.packing = (
             run.cfg.sft.packing and packing_supported(run.policy) and packing_supported(self.teacher.model)
         )
@@ -86,16 +88,22 @@ class KDMethod(StreamMethod):
                    for e in batch]  # fmt: skip
         return student, teacher
 
-    def _sample(self, model, prompts: list[list[int]], n: int, generator: torch.Generator) -> list[list[int]]:
-        kd = self.run.cfg.kd
+    def _sample(self, model, prompts: list[list[int]], n: int, generator: torch.Generator,
+                whole_share: bool = True) -> list[list[int]]:  # fmt: skip
+        """``n`` replies per prompt. Data-parallel, for this rank's whole share of the batch, the whole
+        batch's random numbers are drawn and this rank's rows used (the replies one process would sample);
+        a subset of the share (``whole_share=False``) draws its own."""
+        kd, part = self.run.cfg.kd, self.part
+        rows = None if part is None or not whole_share else (part.start * n, self.batch_size * n)
         return sample_replies(model, prompts, n, max_new_tokens=kd.max_new_tokens, temperature=kd.temperature,
-                              stop_ids=self.stop_ids, pad_id=self.encoder.pad_id, generator=generator)  # fmt: skip
+                              stop_ids=self.stop_ids, pad_id=self.encoder.pad_id, generator=generator,
+                              rows=rows)  # fmt: skip
 
     def _teacher_samples(
-        self, prompts: list[list[int]], n: int, generator: torch.Generator
+        self, prompts: list[list[int]], n: int, generator: torch.Generator, whole_share: bool = True
     ) -> list[list[int]]:
         with self.teacher.active() as model:
-            return self._sample(model, prompts, n, generator)
+            return self._sample(model, prompts, n, generator, whole_share)
 
     def _best(
         self, batch: list[Example], replies: list[list[int]], n: int, step: int
@@ -123,6 +131,10 @@ class KDMethod(StreamMethod):
     # -- steps -------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, Any]:
         batch = self.stream.take(self.run.cfg.kd.batch_size)
+        ranks = current()
+        self.batch_size, self.part = len(batch), (ranks.shard(len(batch), "kd.batch_size") if ranks.active else None)
+        if self.part is not None:  # data-parallel: this rank's share of the batch
+            batch = batch[self.part]
         student, teacher = self._prompts(batch)
         generator = step_generator(self.run.cfg.seed, step, self.run.device)
         if self.run.cfg.kd.mode == "sequence":
@@ -149,7 +161,8 @@ class KDMethod(StreamMethod):
                        for e in batch]  # fmt: skip
             missing = [i for i, r in enumerate(replies) if r is None]
             if missing:
-                sampled = self._teacher_samples([teacher[i] for i in missing], 1, generator)
+                sampled = self._teacher_samples([teacher[i] for i in missing], 1, generator,
+                                                whole_share=len(missing) == len(batch))  # fmt: skip
                 for i, r in zip(missing, sampled, strict=True):
                     replies[i] = r
         length, pad = run.cfg.sft.max_length, self.encoder.pad_id
@@ -159,11 +172,21 @@ class KDMethod(StreamMethod):
             teacher_logits = sequence_logits(model, t_batch)  # [T, V]
         run.policy.train()
         loss, stats = distill_loss(sequence_logits(run.policy, s_batch), teacher_logits, kd.loss, kd.beta)
-        metrics = update(run, loss)
+        counts = batch_counts(s_batch)
+        metrics = update(run, loss, counts["targets"] / counts["all/targets"])
         run.policy.eval()
-        return {**metrics, **stats, "on_policy": float(on_policy), "tokens/trained": float(s_batch.mask.sum()),
-                "completions/mean_length": sum(s_batch.lengths) / len(s_batch.lengths)}  # fmt: skip
+        return {**metrics, "num_tokens": counts["all/targets"], "divergence_max": _largest(stats["divergence_max"]),
+                "on_policy": float(on_policy), "tokens/trained": counts["all/real"],
+                "completions/mean_length": counts["all/targets"] / counts["all/examples"]}  # fmt: skip
 
+
+
+def _largest(value: float) -> float:
+    """The largest of the ranks' ``value`` (one process: itself)."""
+    ranks = current()
+    if not ranks.active:
+        return value
+    return max(ranks.gather_objects(value))
 
 
 def run_kd(cfg: TrainConfig, **kwargs: Any) -> Path:

@@ -45,6 +45,7 @@ import torch
 from fairrl.config.grpo import TrainConfig
 from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
+from fairrl.distributed import current
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
 from fairrl.models.policy import build_policy, resolve_device
@@ -52,7 +53,7 @@ from fairrl.rewards import TrainerState
 from fairrl.rewards.check import check_rewards
 from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.guard import check_value, check_weights, step_guard
-from fairrl.trainer.logging import MetricsLogger
+from fairrl.trainer.logging import MetricsLogger, NullLogger
 from fairrl.trainer.optim import clip_gradients, make_optimizer
 from fairrl.trainer.run import RunFolder, abandon_run, begin_run, plan_run, save_final
 from fairrl.trainer.trackers import require_trackers
@@ -133,20 +134,28 @@ class StreamMethod(TrainingMethod):
         return self.stream.position / len(self.examples)
 
 
-def update(run: RunContext, loss: torch.Tensor) -> dict[str, float]:
+def update(run: RunContext, loss: torch.Tensor, share: float = 1.0) -> dict[str, float]:
     """One optimiser step on ``loss``: backward, clip to ``max_grad_norm``, AdamW, schedule. A non-finite loss
-    or gradient norm stops before the step, non-finite weights after it (:mod:`fairrl.trainer.guard`)."""
-    check_value("loss", loss.detach())
+    or gradient norm stops before the step, non-finite weights after it (:mod:`fairrl.trainer.guard`).
+
+    Data-parallel (:mod:`fairrl.distributed`): ``loss`` is this rank's mean over its share of the batch and
+    ``share`` its weight in the batch's mean (its tokens or rows over all ranks'; 1 in one process); the
+    weighted losses and their gradients are summed over the ranks, so every rank steps on the global ones."""
+    ranks = current()
+    scaled = loss if share == 1.0 else loss * share
+    total = ranks.sum_floats({"loss": float(scaled.detach())})["loss"] if ranks.active else scaled.detach()
+    check_value("loss", total)
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scaled.backward()
     params = [p for group in run.optimizer.param_groups for p in group["params"]]
+    ranks.sum_gradients(params)
     grad_norm = clip_gradients(params, run.cfg.max_grad_norm)
     check_value("gradient norm", grad_norm)
     run.optimizer.step()
     check_weights(params)
     run.scheduler.step()
     return {
-        "loss": float(loss.detach()),
+        "loss": float(total),
         "grad_norm": grad_norm,
         "learning_rate": run.scheduler.get_last_lr()[0],
     }
@@ -193,17 +202,20 @@ def run_method(
 
     ``components`` (tokenizer, model) and ``data`` replace what the config would load (tests and
     programmatic use); ``evaluate=False`` skips the held-out evaluation."""
+    ranks = current()  # data-parallel: every rank trains its share of each batch, rank 0 writes
     folder = plan_run(cfg, out, resume, overwrite, console)
+    ranks.barrier()  # every rank has checked the folder before rank 0 writes into it
     run = _startup(cfg, method, folder, console, components, data)
     run_dir, policy, tokenizer, data = folder.path, run.policy, run.tokenizer, run.data
-    begin_run(folder, cfg, console)
+    if ranks.main:
+        begin_run(folder, cfg, console)
     before_path = run_dir / "eval_before.json"
     try:  # a startup failure from here on removes a folder this run created
-        if evaluate and data.evals and not before_path.exists():
+        if ranks.any(ranks.main and evaluate and bool(data.evals) and not before_path.exists()):
             console("evaluating the starting model ...")
-            write_json_atomic(
-                before_path, evaluator(policy, tokenizer, data, cfg, console, progress=progress)
-            )
+            before = evaluator(policy, tokenizer, data, cfg, console, progress=progress and ranks.main)
+            if ranks.main:
+                write_json_atomic(before_path, before)
         run.optimizer, run.scheduler = make_optimizer(
             cfg, policy, method.optimizer_steps(cfg), method.parameters()
         )
@@ -215,12 +227,14 @@ def run_method(
         if state:
             method.restore(state)
     except BaseException:
-        abandon_run(folder)
+        if ranks.main:
+            abandon_run(folder)
         raise
     step = state["step"] if state else 0
-    logger = MetricsLogger.for_run(cfg, run_dir, resume_step=step if state else None, console=console)
+    logger = (MetricsLogger.for_run(cfg, run_dir, resume_step=step if state else None, console=console)
+              if ranks.main else NullLogger())  # fmt: skip
     deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
-    bar = progress_bar(cfg.max_steps, step, method.name, enabled=progress)
+    bar = progress_bar(cfg.max_steps, step, method.name, enabled=progress and ranks.main)
     try:
         while step < cfg.max_steps:
             t_step = time.perf_counter()
@@ -230,12 +244,12 @@ def run_method(
             step += 1
             metrics["epoch"] = method.epoch()
             metrics["step_time"] = time.perf_counter() - t_step
-            out_of_time = deadline is not None and time.perf_counter() > deadline
+            out_of_time = ranks.any(deadline is not None and time.perf_counter() > deadline)
             if step % cfg.logging_steps == 0 or step == cfg.max_steps or out_of_time:
                 logger.log(step, metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}")
-            if step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time:
+            if ranks.main and (step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time):
                 save_checkpoint(run_dir, step, policy, run.optimizer, run.scheduler, method.state(),
                                 keep=cfg.keep_checkpoints)  # fmt: skip
             if out_of_time:
@@ -245,11 +259,15 @@ def run_method(
         bar.close()
         logger.close()
     policy.eval()
-    save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
+    if ranks.main:
+        save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
     if evaluate and data.evals:
         console("evaluating the trained model ...")
         state_now = TrainerState(global_step=step, max_steps=cfg.max_steps, epoch=method.epoch())
-        after = evaluator(policy, tokenizer, data, cfg, console, trainer_state=state_now, progress=progress)
+        after = evaluator(policy, tokenizer, data, cfg, console, trainer_state=state_now,
+                          progress=progress and ranks.main)  # fmt: skip
+        if not ranks.main:
+            return run_dir
         write_json_atomic(run_dir / "eval_after.json", after)
         before = json.loads(before_path.read_text()) if before_path.exists() else {}
         write_json_atomic(run_dir / "summary.json", {"method": cfg.method, "steps": step, "before": before,

@@ -24,6 +24,7 @@ from fairrl.data.records import Message
 from fairrl.data.run_data import RunData
 from fairrl.data.sft_targets import with_targets
 from fairrl.data.stream import PromptStream
+from fairrl.distributed import current
 from fairrl.errors import DataError
 from fairrl.losses.sft import sft_loss
 from fairrl.models.common import end_of_turn_id
@@ -55,22 +56,34 @@ class ReplyEncoder:
 def sft_update(run: RunContext, prompts: list[list[int]], replies: list[list[int]], pad_id: int,
                packing: bool) -> dict[str, Any]:  # fmt: skip
     """Completion-only NLL of ``replies`` given ``prompts`` (``sft.max_length``, packed or padded) and one
-    optimiser step; returns the step's metrics."""
+    optimiser step; returns the step's metrics. Data-parallel: these are this rank's share of the batch,
+    and the loss and metrics are those of the whole batch (:func:`~fairrl.trainer.loop.update`)."""
     batch = encode_sequences(prompts, replies, pad_id, run.cfg.sft.max_length, packing).to(run.device)
     run.policy.train()
-    loss, stats = sft_loss(sequence_logprobs(run.policy, batch))
-    metrics = update(run, loss)
+    loss, _ = sft_loss(sequence_logprobs(run.policy, batch))
+    counts = batch_counts(batch)
+    metrics = update(run, loss, counts["targets"] / counts["all/targets"])
     run.policy.eval()
-    rows = batch.ids.shape[0]
-    return {**metrics, **stats, "rows": float(rows), "padding": 1.0 - float(batch.mask.sum()) / batch.mask.numel(),
-            "tokens/trained": float(batch.mask.sum()),
-            "completions/mean_length": sum(batch.lengths) / len(batch.lengths)}  # fmt: skip
+    return {**metrics, "num_tokens": counts["all/targets"], "mean_token_logprob": -metrics["loss"],
+            "rows": counts["all/rows"], "padding": 1.0 - counts["all/real"] / counts["all/cells"],
+            "tokens/trained": counts["all/real"],
+            "completions/mean_length": counts["all/targets"] / counts["all/examples"]}  # fmt: skip
+
+
+def batch_counts(batch) -> dict[str, float]:
+    """This rank's and (``all/...``) every rank's counts of a sequence batch: target tokens, examples,
+    rows, real tokens and token cells (one process: the two are equal)."""
+    local = {"targets": float(sum(batch.lengths)), "examples": float(len(batch.lengths)),
+             "rows": float(batch.ids.shape[0]), "real": float(batch.mask.sum()), "cells": float(batch.mask.numel())}  # fmt: skip
+    return {**local, **{f"all/{k}": v for k, v in current().sum_floats(local).items()}}
 
 
 @torch.no_grad()
 def sample_replies(model, prompts: list[list[int]], n: int, *, max_new_tokens: int, temperature: float,
-                   stop_ids: list[int], pad_id: int, generator: torch.Generator) -> list[list[int]]:  # fmt: skip
-    """``n`` sampled replies per prompt, prompt-major (``[p0 r0, p0 r1, ..., p1 r0, ...]``), as token ids."""
+                   stop_ids: list[int], pad_id: int, generator: torch.Generator,
+                   rows: tuple[int, int] | None = None) -> list[list[int]]:  # fmt: skip
+    """``n`` sampled replies per prompt, prompt-major (``[p0 r0, p0 r1, ..., p1 r0, ...]``), as token ids;
+    ``rows``: these prompts' first reply row and the batch's reply rows, for one rank's share of a batch."""
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id)
     was_training = model.training
@@ -86,6 +99,7 @@ def sample_replies(model, prompts: list[list[int]], n: int, *, max_new_tokens: i
             pad_token_id=pad_id,
             temperature=temperature,
             generator=generator,
+            rows=rows,
         )
     finally:
         model.train(was_training)
@@ -123,6 +137,7 @@ class SFTMethod(StreamMethod):
 
     def step(self, step: int) -> dict[str, Any]:
         batch = self.stream.take(self.run.cfg.sft.batch_size)
+        batch = batch[current().shard(len(batch), "sft.batch_size")]  # data-parallel: this rank's share
         prompts = [self.encoder.prompt(e.prompt_id, e.prompt) for e in batch]
         replies = [self.encoder.reply(self.targets[e.prompt_id]) for e in batch]
         return sft_update(self.run, prompts, replies, self.encoder.pad_id, self.packing)
