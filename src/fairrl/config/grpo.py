@@ -101,6 +101,24 @@ class AlgorithmConfig(Strict):
     micro_batch_size: int | None = Field(None, ge=1)
     """Completions per forward/backward pass; gradients accumulate over the P x G completions of a step
     (exact, any loss_type). Must divide num_generations or be a multiple of it; null = all at once."""
+    use_vllm: bool = False
+    """Sample the rollouts with vLLM (``pip install 'fairrl[vllm]'``, GPU) instead of fairrl's own sampler
+    (:mod:`fairrl.rollout.vllm_backend`; TRL's name)."""
+    vllm_mode: Literal["colocate"] = "colocate"
+    """colocate: a vLLM engine in each training process, weights synchronised after every update
+    (TRL's colocate mode; server mode is not built yet)."""
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
+    """Share of the GPU memory vLLM may take (the trainer keeps the rest)."""
+    vllm_importance_sampling_correction: bool = True
+    """Reweight the loss by pi_old / q (trainer over vLLM log-probs; :mod:`fairrl.losses.rollout_correction`)."""
+    vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = (
+        "sequence_mask"
+    )
+    """How the importance weights are bounded (TRL's modes and default)."""
+    vllm_importance_sampling_clip_min: float | None = Field(None, ge=0.0)
+    """Lower bound C_min of the weights (null = none)."""
+    vllm_importance_sampling_clip_max: float | None = Field(3.0, gt=0.0)
+    """Upper bound C_max of the weights (TRL's default 3.0; null = none)."""
 
 
 class RewardsConfig(Strict):
@@ -215,6 +233,11 @@ class TrainConfig(RunConfig):
             raise ValueError(
                 f"warm_start.steps={self.warm_start.steps} applies to method grpo only (method {self.method!r}); "
                 "set warm_start.steps=0, or add the SFT steps to a method: sft run"
+            )
+        if self.algorithm.use_vllm and (self.method != "grpo" or self.warm_start.steps):
+            raise ValueError(
+                "algorithm.use_vllm samples the rollouts of method grpo without a warm_start (the warm-started "
+                "weights would have to reach the engine first); set algorithm.use_vllm=false"
             )
         if m is not None and not keeps_groups(m, G):
             raise ValueError(

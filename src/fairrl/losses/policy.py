@@ -194,12 +194,15 @@ def policy_loss(
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
     delta: float | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped surrogate of the module docstring, aggregated by ``loss_type``.
 
     Shapes: ``logp`` (with grad), ``old_logp``, ``ref_logp``, ``mask`` (1 = completion token): [N, T];
     ``advantages``: [N] (one per sequence, the GRPO family) or [N, T] (one per token, PPO's GAE). ``epsilon_high`` None = ``epsilon``. The k3 KL term is added when
-    ``beta > 0`` (then ``ref_logp`` is required).
+    ``beta > 0`` (then ``ref_logp`` is required). ``is_weights`` ([N, T] or [N, 1]): importance weights of
+    rollouts sampled by another engine (:mod:`fairrl.losses.rollout_correction`), multiplying the surrogate's
+    per-token loss before the KL term is added, as TRL does.
 
     Returns the scalar loss and detached stats (TRL names): ``clip_ratio/low_mean`` (fraction of
     completion tokens with ratio < 1 - eps_low and A < 0; of sequences at sequence level, as TRL),
@@ -226,6 +229,8 @@ def policy_loss(
     unclipped = ratio if delta is None else ratio.clamp(max=delta)
     clipped = ratio.clamp(1 - epsilon, 1 + eps_high)
     per_token = -torch.minimum(unclipped * adv, clipped * adv)  # [N, T]
+    if is_weights is not None:
+        per_token = per_token * is_weights.to(per_token.dtype)
     stats: dict[str, torch.Tensor] = {}
     if beta > 0 and ref_logp is not None:
         kl = kl_k3(logp, torch.where(mask, ref_logp, 0.0))  # [N, T], 0 at padding

@@ -30,9 +30,10 @@ from fairrl.distributed import Ranks, current
 from fairrl.errors import ConfigError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
-from fairrl.models.loading import count_parameters
+from fairrl.models.loading import count_parameters, resolve_model_path
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
 from fairrl.rewards.check import check_rewards
+from fairrl.rollout.vllm_backend import create_vllm_rollout
 from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.completions import completion_rows, format_completions
 from fairrl.trainer.grpo_step import GRPOStep, batch_metrics, make_reference, step_generator
@@ -106,12 +107,17 @@ def run_training(
         policy = start_from_warm(cfg, policy)
     try:
         step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy), ranks=ranks)
+        if cfg.algorithm.use_vllm:  # vLLM samples; it gets the weights after every update (and now, on resume)
+            step_fn.engine = create_vllm_rollout(cfg, resolve_model_path(cfg.model.name_or_path), run_dir,
+                                                 step_fn.pad_id, step_fn.eos_ids, ranks.world)  # fmt: skip
         optimizer, scheduler = make_optimizer(cfg, policy, cfg.optimizer_steps)
         state = resume_checkpoint(run_dir, policy, optimizer, scheduler, console) if folder.resume else None
     except BaseException:
         if warm is None and ranks.main:
             abandon_run(folder)
         raise
+    if state and step_fn.engine is not None:
+        step_fn.engine.sync(policy)  # the resumed weights, not the checkpoint's base model
     start, position = (state["step"], state["position"]) if state else (0, 0)
     stream = PromptStream(data.train, cfg.seed, position)
     logger = (MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)

@@ -33,6 +33,7 @@ from fairrl.data.records import Example, column_names, rows_to_columns, trl_samp
 from fairrl.data.stream import PromptStream
 from fairrl.distributed import Ranks
 from fairrl.losses import part_share, policy_loss
+from fairrl.losses.rollout_correction import rollout_is_weights
 from fairrl.models.logprobs import completion_logprobs
 from fairrl.rewards import RewardLogs, TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.rollout.generate import Rollout, left_pad, sample_groups
@@ -64,8 +65,10 @@ class GRPOStep:
     """Everything one GRPO step needs, built once per run."""
 
     def __init__(self, cfg: TrainConfig, policy, tokenizer, device: torch.device, ref_model=None,
-                 ranks: Ranks | None = None):  # fmt: skip
+                 ranks: Ranks | None = None, engine=None):  # fmt: skip
         self.cfg = cfg
+        self.engine = engine
+        """A vLLM sampler (:class:`fairrl.rollout.vllm_backend.VLLMRollout`) instead of fairrl's own, or None."""
         self.ranks = ranks or Ranks()
         """Data-parallel ranks (:mod:`fairrl.distributed`); one process by default."""
         self.alg = cfg.algorithm
@@ -95,6 +98,11 @@ class GRPOStep:
     def rollout(self, examples: list[Example], generator: torch.Generator, rows: tuple[int, int] | None = None) -> Batch:
         """Sample and score G completions of each example; ``rows``: this rank's first completion row and
         the global batch's row count, when ``examples`` are one rank's shard (:meth:`sharded_rollout`)."""
+        if self.engine is not None:  # vLLM: one sampling seed per call, drawn from the step's generator
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+            r = self.engine.generate(self.alg, [self.encode(e) for e in examples], self.alg.num_generations,
+                                     seed + self.ranks.rank, self.device)  # fmt: skip
+            return self.scored(examples, r)
         ids, mask = left_pad([self.encode(e) for e in examples], self.pad_id)
         self.policy.eval()
         r = sample_groups(
@@ -114,6 +122,10 @@ class GRPOStep:
             share_prompt=self.alg.share_prompt,
             rows=rows,
         )
+        return self.scored(examples, r)
+
+    def scored(self, examples: list[Example], r: Rollout) -> Batch:
+        """The rollout's completions decoded and scored by the reward functions, as a :class:`Batch`."""
         texts = self.tokenizer.batch_decode(r.completion_ids.cpu(), skip_special_tokens=True)
         ids = [row[m.bool()].tolist() for row, m in zip(r.completion_ids.cpu(), r.completion_mask.cpu(), strict=True)]
         logs = RewardLogs()
@@ -241,13 +253,18 @@ class GRPOStep:
                     share_prompt=alg.share_prompt, with_entropy=(it == 0),
                 )  # fmt: skip
                 old = logp.detach() if alg.num_iterations == 1 else r.logprobs[rows]
+                is_weights = self.rollout_weights(old, r.logprobs[rows], mask[rows])
                 loss, loss_stats = policy_loss(
                     logp, old, adv[rows], mask[rows],
                     loss_type=alg.loss_type, epsilon=alg.epsilon, epsilon_high=alg.epsilon_high,
                     importance_sampling_level=alg.importance_sampling_level,
                     max_completion_length=alg.max_completion_length,
                     ref_logp=None if ref_logp is None else ref_logp[rows], beta=alg.beta, delta=alg.delta,
+                    is_weights=is_weights,
                 )  # fmt: skip
+                if is_weights is not None:  # TRL's name; token-weighted over the batch
+                    loss_stats["sampling/importance_sampling_ratio/mean"] = float(
+                        (is_weights.expand_as(mask[rows]) * mask[rows]).sum() / mask[rows].sum().clamp(min=1))
                 tokens = float(mask[rows].sum())
                 weight = part_share(alg.loss_type, logp.shape[0], rows_total, tokens, total_tokens)
                 (loss * weight).backward()
@@ -271,7 +288,18 @@ class GRPOStep:
             stats["grad_norm"] = grad_norm
         stats["learning_rate"] = scheduler.get_last_lr()[0]
         self.policy.eval()
+        if self.engine is not None:  # the sampler gets the new weights before the next step
+            self.engine.sync(self.policy)
         return stats
+
+    def rollout_weights(self, old: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """pi_old / q importance weights of vLLM rollouts (``num_iterations == 1``; with more, pi_old is
+        q itself and the clipped ratio corrects), or None (:mod:`fairrl.losses.rollout_correction`)."""
+        alg = self.alg
+        if self.engine is None or not alg.vllm_importance_sampling_correction or alg.num_iterations > 1:
+            return None
+        return rollout_is_weights(old, sampled, mask, alg.vllm_importance_sampling_mode,
+                                  alg.vllm_importance_sampling_clip_min, alg.vllm_importance_sampling_clip_max)  # fmt: skip
 
     @torch.no_grad()
     def reference_logprobs(self, r: Rollout) -> torch.Tensor:
