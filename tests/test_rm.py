@@ -220,13 +220,20 @@ def test_rm_train_on_packaged_minilm_and_data(tmp_path):
     """The real thing, briefly: MiniLM on StereoSet / CrowS-Pairs / BBQ pairs, 2 steps, report written."""
     out = tmp_path / "rm"
     sets = ["max_steps=2", "data.max_pairs_per_group=6", "per_device_train_batch_size=4", "n_boot=20",
-            "tensorboard=false", "data.sources=[stereoset, crows_pairs, bbq]", "max_length=64"]  # fmt: skip
+            "tensorboard=false", "data.sources=[stereoset, crows_pairs, bbq, bbq_abstain]", "max_length=64",
+            "data.balance=group_source"]  # fmt: skip
     result = runner.invoke(app, ["rm", "train", "--out", str(out)] + [x for s in sets for x in ("--set", s)])
     assert result.exit_code == 0, result.output
     res = json.loads((out / "results.json").read_text())
     assert set(res["heldout"]["by_group"]) == {"religion", "disability", "sexual_orientation"}
     assert res["eval"]["n"] > 0 and 0 < res["heldout"]["jain"] <= 1
-    assert set(res["heldout"]["by_source"]) == {"stereoset", "crows_pairs", "bbq"}
+    assert set(res["heldout"]["by_source"]) == {"stereoset", "crows_pairs", "bbq", "bbq_abstain"}
+    cells = res["heldout"]["by_group_source"]  # each group's pairs split by benchmark
+    assert set(cells) == set(res["heldout"]["by_group"])
+    for g, by in cells.items():
+        assert sum(v["n"] for v in by.values()) == res["heldout"]["by_group"][g]["n"]
+    assert set(cells["religion"]) == {"stereoset", "crows_pairs", "bbq", "bbq_abstain"}
+    assert "| religion | bbq_abstain |" in (out / "report.md").read_text()
     assert (out / "report.md").exists() and (out / "groups.png").exists()
     assert (out / "final" / "reward_model.json").exists()
 

@@ -159,4 +159,10 @@ def evaluate_learner(learner, splits, n_boot: int, seed: int, progress: bool = T
                 margins = margins_with_progress(learner, pairs, f"scoring {name} pairs")
             out[name] = preference_metrics(margins, [p.group for p in pairs], n_boot=n_boot, seed=seed)
             out[name]["by_source"] = source_accuracy(margins, [p.source for p in pairs])
+            # a group that is weak on one benchmark only points at that data, not at the objective
+            out[name]["by_group_source"] = {
+                g: source_accuracy([m for m, p in zip(margins, pairs, strict=True) if p.group == g],
+                                   [p.source for p in pairs if p.group == g])
+                for g in sorted({p.group for p in pairs})
+            }  # fmt: skip
     return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from fairrl.errors import DataError
 from fairrl.fsutil import write_text_atomic
-from fairrl.report.markdown import fmt
+from fairrl.report.markdown import cell, fmt
 from fairrl.report.plots import plt, save_figure
 
 SPLITS = (("heldout", "groups never trained on"), ("eval", "held-out templates of the trained groups"))
@@ -64,6 +64,13 @@ def split_table(res: dict[str, Any]) -> str:
         lines += [
             f"| {s} | {v['n']} | {v['accuracy']:.3f} | {v['mean_margin']:.3f} |"
             for s, v in res["by_source"].items()
+        ]
+    if res.get("by_group_source"):
+        lines += ["", "| group | source | pairs | accuracy | mean margin |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {cell(g)} | {cell(s)} | {v['n']} | {v['accuracy']:.3f} | {v['mean_margin']:.3f} |"
+            for g, by_source in res["by_group_source"].items()
+            for s, v in by_source.items()
         ]
     return "\n".join(lines)
 
