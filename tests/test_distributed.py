@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -44,6 +46,17 @@ def _rank(rank: int, world: int, rendezvous: str, overrides: dict, out: str) -> 
         dist.destroy_process_group()
 
 
+def _spawn(fn, args: tuple, nprocs: int = 2, timeout: float = 300) -> None:
+    """``mp.spawn`` with a deadline: a hung rank fails the test instead of hanging the suite."""
+    ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            raise AssertionError(f"{fn.__name__} did not finish on {nprocs} ranks in {timeout}s")
+
+
 def _rows(run_dir):
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -59,7 +72,7 @@ def _weights(run_dir):
 def test_two_gloo_ranks_equal_one_process(tmp_path, overrides):
     overrides = {"max_steps": 3, **overrides}
     one = _train(_cfg(None, **overrides), tmp_path / "one")
-    mp.spawn(_rank, args=(2, str(tmp_path / "rdv"), overrides, str(tmp_path / "two")), nprocs=2, join=True)
+    _spawn(_rank, (2, str(tmp_path / "rdv"), overrides, str(tmp_path / "two")))
     two = tmp_path / "two"
     a, b = _rows(one), _rows(two)
     assert len(a) == len(b) == 3
@@ -91,6 +104,20 @@ def test_parallel_settings_that_do_not_split_are_refused():
     check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "warm_start.steps=3"]), ranks)  # allowed
 
 
+def _launch(cmd: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``cmd`` (a launcher and its workers) in its own session; on a timeout kill the whole group, so a
+    hung rank never outlives the test."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd[:6])} ... did not finish in {timeout}s:\n{out[-2000:]}{err[-2000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def test_a_shard_samples_the_rows_one_process_would():
     probs = torch.rand(6, 50, generator=torch.Generator().manual_seed(1)).softmax(-1)
     full = sample_categorical(probs, torch.Generator().manual_seed(3))
@@ -111,7 +138,7 @@ def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "fairrl", "train", "--out", str(out)] + [x for s in sets for x in ("--set", s)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    done = _launch(cmd, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all("reward" in r for r in rows)
@@ -122,9 +149,9 @@ def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
 def test_other_methods_are_refused_under_torchrun(tmp_path):
     """PPO still trains in one process: two ranks of it stop with a message, exit 2."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "fairrl", "train", "--out", str(tmp_path / "x"), "--set", "method=ppo"],
-                          capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
+    done = _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "fairrl", "train", "--out", str(tmp_path / "x"), "--set", "method=ppo"],
+                   {**env, "OMP_NUM_THREADS": "1"})  # fmt: skip
     text = done.stdout + done.stderr
     assert done.returncode != 0 and "error: data-parallel training (torchrun, 2 ranks) runs methods grpo" in text
     assert "src/fairrl/" not in text  # the launcher prints its own traceback; none of ours
@@ -164,7 +191,7 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
         one = json.loads(json.dumps(_evaluations()))
     finally:
         torch.set_num_threads(threads)
-    mp.spawn(_eval_rank, args=(2, str(tmp_path / "rdv"), str(tmp_path / "two.json")), nprocs=2, join=True)
+    _spawn(_eval_rank, (2, str(tmp_path / "rdv"), str(tmp_path / "two.json")))
     two = json.loads((tmp_path / "two.json").read_text())
     assert two == one and len(two["replies"]) == 11 and all(len(r) == 1 + i % 3 for i, r in enumerate(two["options"]))
 
@@ -174,10 +201,9 @@ def test_fairrl_eval_under_torchrun_writes_what_one_process_writes(tmp_path):
     args = ["-m", "fairrl", "eval", "--model", str(model), "--suite", "bbq,stereoset,reasoning", "--limit", "3",
             "--n-boot", "20", "--permutations", "1"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                         env=env, timeout=300)  # fmt: skip
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    one = _launch([sys.executable, *args, "--out", str(tmp_path / "one")], env)
+    two = _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   *args, "--out", str(tmp_path / "two")], env)  # fmt: skip
     assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     a, b = (json.loads((tmp_path / x / "results.json").read_text()) for x in ("one", "two"))
     (ma,), (mb,) = a["models"].values(), b["models"].values()
@@ -190,8 +216,7 @@ def test_a_two_rank_run_resumes_in_one_process(tmp_path):
     checkpoint holds the weights, optimiser and data position, which no rank count changes)."""
     overrides = {"algorithm.loss_type": "dapo"}
     one = _train(_cfg(None, max_steps=3, **overrides), tmp_path / "one")
-    mp.spawn(_rank, args=(2, str(tmp_path / "rdv"), {"max_steps": 2, **overrides}, str(tmp_path / "two")),
-             nprocs=2, join=True)  # fmt: skip
+    _spawn(_rank, (2, str(tmp_path / "rdv"), {"max_steps": 2, **overrides}, str(tmp_path / "two")))
     tok, model = tiny_policy(0)
     run_training(_cfg(None, max_steps=3, **overrides), out=str(tmp_path / "two"), resume=str(tmp_path / "two"),
                  console=lambda s: None, evaluate=False, progress=False, components=(tok, model), data=_data())  # fmt: skip
@@ -240,7 +265,7 @@ def test_sft_kd_and_dpo_on_two_ranks_equal_one_process(tmp_path, method):
     gradient those of the whole batch (KD samples its on-policy replies as one process would). ``grpo``
     here runs a 2-step SFT warm start first (merged into the weights on every rank), then GRPO."""
     _train_method(method, 3, tmp_path / "one")
-    mp.spawn(_method_rank, args=(2, str(tmp_path / "rdv"), method, str(tmp_path / "two")), nprocs=2, join=True)
+    _spawn(_method_rank, (2, str(tmp_path / "rdv"), method, str(tmp_path / "two")))
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert [r["step"] for r in b] == [1, 2, 3]
     if method == "grpo":
