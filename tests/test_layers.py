@@ -30,7 +30,7 @@ LAYERS = [
     {"bench"},
     {"multiseed"},
     {"compare"},
-    {"cli", "cli_common", "cli_preference", "__main__"},
+    {"cli", "cli_common", "cli_preference", "cli_redteam", "__main__"},
 ]
 
 

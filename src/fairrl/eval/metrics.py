@@ -54,3 +54,23 @@ def bootstrap_ci(
         items = list(values)
         stats = np.array([statistic([items[i] for i in row]) for idx in blocks for row in idx])
     return percentile_interval(stats, level)
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (Wilson 1927; Brown, Cai & DasGupta 2001, eq. 4).
+
+    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)`` with ``p = successes / n``. Unlike the
+    bootstrap it stays informative at 0 or n successes (an attack that never succeeded on 20 items still
+    has an upper bound, 0.16). ``n = 0`` gives (NaN, NaN).
+    """
+    if n == 0:
+        return math.nan, math.nan
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must lie in [0, n={n}], got {successes}")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
