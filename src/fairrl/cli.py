@@ -60,6 +60,7 @@ TRAIN_METHODS = {
     "sft": ("fairrl.recipes.sft", "run_sft"),
     "kd": ("fairrl.recipes.kd", "run_kd"),
     "dpo": ("fairrl.recipes.dpo_train", "run_dpo_method"),
+    "redteam": ("fairrl.recipes.redteam", "run_redteam"),
 }
 """``method:`` -> (module, function) of the recipe that trains it, imported when used."""
 PARALLEL_METHODS = ("grpo", "sft", "kd", "dpo")
@@ -117,7 +118,7 @@ def train(
     seeds: SeedsOption = None,
     jobs: JobsOption = 1,
 ) -> None:
-    """Train a policy (method: grpo, ppo, sft, kd or dpo; --set method=sft), evaluating before and after."""
+    """Train a policy (method: grpo, ppo, sft, kd, dpo or redteam; --set method=sft), evaluating before and after."""
     try:
         if seeds and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from fairrl.errors import ConfigError
@@ -279,10 +280,33 @@ def evaluate(
 
 
 from fairrl.cli_preference import dpo_app, rm_app, score_app  # noqa: E402
+from fairrl.cli_redteam import redteam_app  # noqa: E402
 
 app.add_typer(rm_app, name="rm")
 app.add_typer(dpo_app, name="dpo")
 app.add_typer(score_app, name="score")
+app.add_typer(redteam_app, name="redteam")
+
+
+@redteam_app.command(name="train")
+def redteam_train(
+    config: Annotated[str | None, typer.Argument(help="YAML config or packaged name (default: the packaged 'redteam').")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set redteam.attack_ratio=0.8")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the run in this folder from its latest readable checkpoint (the attack pool included).")] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder (default: <output_dir>/<run_name>).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh in a folder that holds a run.")] = False,
+    seeds: Annotated[str | None, typer.Option(help="One run per seed (0,1,2) into OUT/seed-<s>, with a seeds report; rerun to resume.")] = None,
+) -> None:  # fmt: skip
+    """Evo-MARL: train a team (one shared policy) against an evolving attack pool; method: redteam of `fairrl train`."""
+    try:
+        overrides = ["method=redteam", *(set_ or [])]
+        config = config if config is not None or resume else "redteam"
+        if seeds:
+            _seeds(config, overrides, seeds, out, 1, resume, overwrite)
+        else:
+            _train(config, overrides if not resume else (set_ or []), resume, out, overwrite)
+    except FairRLError as err:
+        _fail(err)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from fairrl.config.common import ModelConfig, RunConfig, RunName
 from fairrl.config.data import DataConfig
 from fairrl.config.methods import DPOMethodConfig, KDConfig, SFTConfig, WarmStartConfig
 from fairrl.config.ppo import PPOConfig
+from fairrl.config.redteam import RedTeamConfig
 
 
 def keeps_groups(size: int, group_size: int) -> bool:
@@ -174,9 +175,10 @@ class EvalConfig(Strict):
 
 
 class TrainConfig(RunConfig):
-    method: Literal["grpo", "ppo", "sft", "kd", "dpo"] = "grpo"
-    """Training method: grpo (the GRPO family, ``algorithm:``), ppo (``ppo:``), sft (``sft:``), kd (``kd:``) or
-    dpo (``dpo:``); every method shares the data, the held-out evaluation before and after, and the run folder."""
+    method: Literal["grpo", "ppo", "sft", "kd", "dpo", "redteam"] = "grpo"
+    """Training method: grpo (the GRPO family, ``algorithm:``), ppo (``ppo:``), sft (``sft:``), kd (``kd:``),
+    dpo (``dpo:``) or redteam (Evo-MARL: a team under an evolving attack pool, ``redteam:``); every method shares
+    the data, the held-out evaluation before and after, and the run folder."""
     run_name: RunName = "grpo"
     """Name of the run folder under output_dir (unset: the method's name)."""
     max_steps: int = Field(40, ge=1)
@@ -201,6 +203,8 @@ class TrainConfig(RunConfig):
     """PPO with a learned critic (method: ppo; sampling and clipping from ``algorithm:``)."""
     dpo: DPOMethodConfig = Field(default_factory=DPOMethodConfig)
     """DPO on preference pairs read from the same data (method: dpo; :mod:`fairrl.data.dpo_pairs`)."""
+    redteam: RedTeamConfig = Field(default_factory=RedTeamConfig)
+    """Evo-MARL: a multi-agent team trained with GRPO over episodes against an evolving attack pool (method: redteam)."""
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     """SFT steps before a grpo run (SFT then RL, as R1's cold start); the KL reference is the warm-started model."""
 
@@ -224,9 +228,9 @@ class TrainConfig(RunConfig):
         if not self.rewards.functions:
             raise ValueError("rewards.functions is empty: name at least one reward function")
         m, G = self.algorithm.micro_batch_size, self.algorithm.num_generations
-        if G < 2 and self.method == "grpo":
+        if G < 2 and self.method in ("grpo", "redteam"):
             raise ValueError(
-                f"algorithm.num_generations={G}: must be greater than or equal to 2 for method 'grpo' (a group "
+                f"algorithm.num_generations={G}: must be greater than or equal to 2 for method {self.method!r} (a group "
                 "of one has no baseline); method: ppo, whose baseline is its critic, may sample one"
             )
         if self.warm_start.steps and self.method != "grpo":

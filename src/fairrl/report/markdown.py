@@ -10,6 +10,7 @@ it under the same name + ``_ci``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,14 @@ def _method_head(config: dict[str, Any]) -> str | None:
     if config.get("method") == "dpo":
         dpo = config.get("dpo") or {}
         return f"DPO on preference pairs from the data (beta {dpo.get('beta')}), {dpo.get('batch_size')} pairs per step"
+    if config.get("method") == "redteam":
+        rt = config.get("redteam") or {}
+        team, pool = rt.get("team") or {}, rt.get("pool") or {}
+        where = team.get("injection") or {}
+        return (f"Evo-MARL team {' -> '.join(r.get('name', '?') for r in team.get('roles') or [])}, attacks at "
+                f"{where.get('role')}:{where.get('placement')} on {float(rt.get('attack_ratio') or 0):.0%} of the tasks, pool evolving "
+                f"every {pool.get('evolve_every')} steps ({pool.get('children_per_round')} children), judge "
+                f"{rt.get('judge')}, {rt.get('step_advantage')} advantages (episodes per task below)")  # fmt: skip
     return None
 
 
@@ -303,8 +312,11 @@ def _section(title: str, splits: tuple[str, ...], before: dict[str, Any], after:
     return parts
 
 
-def write_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], metrics_path: Path) -> Path:
-    """Write ``run_dir/report.md``: config, before/after tables per held-out set, training summary, plots."""
+def write_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any], metrics_path: Path,
+                 lead_sections: Sequence[str] = (), lead_splits: Sequence[str] = ()) -> Path:  # fmt: skip
+    """Write ``run_dir/report.md``: config, before/after tables per held-out set, training summary, plots.
+    ``lead_sections``: markdown sections put before the held-out sets' (for ``lead_splits``, which the
+    generic tables then leave out)."""
     run_dir = Path(run_dir)
     before, after = summary.get("before", {}), summary.get("after", {})
     parts = [
@@ -317,7 +329,8 @@ def write_report(run_dir: Path, config: dict[str, Any], summary: dict[str, Any],
         "(1 - ambiguous accuracy).",
         "",
     ]
-    covered: set[str] = set()
+    parts += list(lead_sections)
+    covered: set[str] = set(lead_splits)
     for title, splits in SECTIONS:
         covered |= set(splits)
         if any(s in before or s in after for s in splits):

@@ -26,7 +26,13 @@ def write_run_report(run_dir: str | Path) -> Path | None:
         plot_training_curves(metrics, run_dir / "training_curves.png")
         plot_group_rewards(metrics, run_dir / "group_rewards.png")
     plot_before_after(summary, run_dir / "before_after.png")
-    path = write_report(run_dir, config, summary, metrics)
+    lead, lead_splits = [], []
+    if "redteam" in summary.get("before", {}) or "redteam" in summary.get("after", {}):
+        from fairrl.report.redteam import redteam_section
+
+        before, after = summary.get("before", {}), summary.get("after", {})
+        lead, lead_splits = [redteam_section(before.get("redteam"), after.get("redteam"))], ["redteam"]
+    path = write_report(run_dir, config, summary, metrics, lead, lead_splits)
     if TEMPLATES in summary.get("after", {}):  # a BBQ run: the demo's targets (fairrl.report.targets)
         rows = read_metrics(metrics) if metrics.exists() else []
         rewards = [r["reward"] for r in rows if isinstance(r.get("reward"), (int, float))]

@@ -147,6 +147,15 @@ def update(run: RunContext, loss: torch.Tensor, share: float = 1.0) -> dict[str,
     check_value("loss", total)
     run.optimizer.zero_grad(set_to_none=True)
     scaled.backward()
+    return step_accumulated(run, float(total))
+
+
+def step_accumulated(run: RunContext, loss: float) -> dict[str, float]:
+    """The optimiser step on gradients already accumulated (backward passes over a step's micro-batches):
+    ``loss`` is the step's total loss (checked finite before the step), gradients summed over the ranks,
+    clipped, AdamW, schedule; returns the metrics of :func:`update`."""
+    ranks = current()
+    check_value("loss", loss)
     params = [p for group in run.optimizer.param_groups for p in group["params"]]
     ranks.sum_gradients(params)
     grad_norm = clip_gradients(params, run.cfg.max_grad_norm)
@@ -155,7 +164,7 @@ def update(run: RunContext, loss: torch.Tensor, share: float = 1.0) -> dict[str,
     check_weights(params)
     run.scheduler.step()
     return {
-        "loss": float(total),
+        "loss": float(loss),
         "grad_norm": grad_norm,
         "learning_rate": run.scheduler.get_last_lr()[0],
     }
