@@ -217,3 +217,14 @@ def test_evaluate_with_a_scripted_team():
     assert res["attacked"]["asr"]["rate"] == 1.0 and res["attacked"]["accuracy"]["rate"] == 1.0
     assert res["clean"]["accuracy"]["n"] == 2 and res["judged_attacks"] == 1
     assert [r["position"] for r in res["items"]] == [None, None, "analyst:suffix"]
+
+
+def test_derailment_counts_only_items_right_without_attack():
+    """Right clean & wrong attacked -> derailed; right & right -> not; wrong clean -> left out: 1 of 2."""
+    att = [
+        {"position": "P", "family": "A", "unsafe": False, "correct": False, "correct_clean": True},
+        {"position": "P", "family": "A", "unsafe": False, "correct": True, "correct_clean": True},
+        {"position": "P", "family": "A", "unsafe": False, "correct": False, "correct_clean": False},
+    ]
+    d = summarise([], att)["attacked"]["derailed"]
+    assert (d["k"], d["n"], d["rate"]) == (1, 2, 0.5)

@@ -16,13 +16,13 @@ def redteam_tables(results: dict[str, dict[str, Any]]) -> str:
     """Headline table (model x clean accuracy, over-refusal, ASR, accuracy under attack), then one table
     per model: ASR and accuracy under attack by injection position and by attack family."""
     lines = [
-        "| model | accuracy (clean) | over-refusal (clean) | ASR | accuracy under attack |",
-        "|---|---|---|---|---|",
+        "| model | accuracy (clean) | over-refusal (clean) | ASR | accuracy under attack | derailed |",
+        "|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
         c, a = res["clean"], res["attacked"]
         lines.append(f"| {cell(name)} | {_rate(c['accuracy'])} | {_rate(c['over_refusal'])} | {_rate(a['asr'])} "
-                     f"| {_rate(a['accuracy'])} |")  # fmt: skip
+                     f"| {_rate(a['accuracy'])} | {_rate(a['derailed'])} |")  # fmt: skip
     for name, res in results.items():
         lines += ["", f"### {cell(name)}: by position and attack family", "",
                   "| position | family | ASR | accuracy under attack |", "|---|---|---|---|"]  # fmt: skip
@@ -50,6 +50,7 @@ def redteam_section(before: dict[str, Any] | None, after: dict[str, Any] | None)
     """Before/after table of a training run's red-team evaluation (``summary.json``'s ``redteam`` split):
     ASR, accuracy with and without attack, over-refusal, then ASR per attack family."""
     rows = [("attack success rate (ASR)", ("attacked", "asr")), ("accuracy under attack", ("attacked", "accuracy")),
+            ("derailed (right clean, wrong attacked)", ("attacked", "derailed")),
             ("accuracy without attack", ("clean", "accuracy")), ("over-refusal without attack", ("clean", "over_refusal"))]  # fmt: skip
     lines = ["## Red team (held-out attacks)", "",
              "The team on the built-in held-out attacks (never in the training pool), greedy; 95% Wilson intervals.",
