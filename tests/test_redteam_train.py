@@ -68,6 +68,7 @@ def test_redteam_run_folder_and_metrics(tmp_path):
                 "attack/episodes", "kl"):  # fmt: skip
         assert key in rows[0], key
     assert (out / "pool" / "pool.jsonl").exists() and (out / "pool" / "pool_history.jsonl").exists()
+    assert (out / "redteam_training.png").exists() and "redteam_training.png" in (out / "report.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "redteam"
     assert summary["after"]["redteam"]["attacked"]["asr"]["n"] == 3 and "reasoning" in summary["after"]
@@ -143,3 +144,25 @@ def test_team_learns_to_resist_a_learnable_attack(tmp_path):
     leak = [r["attack/success_rate"] for r in rows]
     first, last = sum(leak[:10]) / 10, sum(leak[-10:]) / 10
     assert last < first - 0.15, (first, last)
+
+
+def test_self_play_llm_operator_runs_and_drops_invalid_children(tmp_path):
+    """pool.llm=policy with no built-in operators: the tiny policy never writes the {canary} placeholder, so
+    every rewrite is dropped (the pool keeps its seeds) and training goes on."""
+    model_dir = saved_tiny_policy(tmp_path / "m")
+    run = run_redteam(_cfg(model_dir, "max_steps=1", "redteam.pool.llm=policy", "redteam.pool.mutations=[]",
+                           "redteam.pool.crossover_rate=0"), out=str(tmp_path / "r"), console=lambda s: None,
+                      evaluate=False, progress=False)  # fmt: skip
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["pool/proposed"] == 0 and row["pool/size"] == 18
+
+
+def test_endpoint_operator_without_its_variable_is_one_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("FAIRRL_ATTACKER_BASE_URL", raising=False)
+    model_dir = saved_tiny_policy(tmp_path / "m")
+    args = ["train", "--out", str(tmp_path / "r")] + [x for s in [f"model.name_or_path={model_dir}", *SETS,
+                                                                  "redteam.pool.llm=openai:some-model"]
+                                                     for x in ("--set", s)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "FAIRRL_ATTACKER_BASE_URL" in result.output
+    assert not (tmp_path / "r").exists()

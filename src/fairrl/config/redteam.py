@@ -127,6 +127,11 @@ class PoolConfig(Strict):
     """Share of children made by crossover of two parents (then mutated) rather than by mutation alone."""
     dedupe_threshold: float = Field(0.85, gt=0.0, le=1.0)
     """Character 3-gram Jaccard similarity at or above which a child counts as a near-duplicate."""
+    llm: str | None = None
+    """An LLM mutation operator next to the built-ins (the paper's only one): ``policy`` (the policy being
+    trained attacks itself: self-play), ``openai:<model>`` (an OpenAI-compatible endpoint; URL and key only
+    from the environment variables FAIRRL_ATTACKER_BASE_URL / FAIRRL_ATTACKER_API_KEY), or any causal LM
+    fairrl loads (built-in name, folder, hub id). null = off."""
 
 
 class RedTeamConfig(Strict):

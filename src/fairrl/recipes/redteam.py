@@ -40,7 +40,7 @@ from fairrl.advantages.steps import discounted_step_returns, step_group_advantag
 from fairrl.config.grpo import TrainConfig
 from fairrl.data.attack_pool import AttackPool
 from fairrl.data.attacks import builtin_attack_items, fill_canary, make_canary
-from fairrl.data.mutations import MUTATIONS, get_mutation
+from fairrl.data.mutations import MUTATIONS, LLMMutator, get_mutation, openai_compatible_generate
 from fairrl.data.records import Example
 from fairrl.data.run_data import RunData
 from fairrl.data.stream import PromptStream
@@ -49,6 +49,7 @@ from fairrl.eval.heldout import evaluate_splits
 from fairrl.eval.likelihood import stop_token_ids
 from fairrl.eval.redteam import evaluate_redteam, greedy_sampler
 from fairrl.losses import part_share, policy_loss
+from fairrl.models.loading import load_model, load_tokenizer
 from fairrl.models.logprobs import completion_logprobs
 from fairrl.models.policy import check_completion_length
 from fairrl.rewards.correctness import episode_reward, is_correct
@@ -104,6 +105,8 @@ class RedTeamMethod(StreamMethod):
         tok = run.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.eos_ids = stop_token_ids(run.policy, tok)
+        self.round_generator: torch.Generator | None = None  # the evolution round's, for the LLM operator
+        self.llm = attacker_llm(rt.pool.llm, self) if rt.pool.llm else None
         run.console(f"team: {' -> '.join(r.name for r in rt.team.roles)}; attacks enter at "
                     f"{rt.team.injection.role}:{rt.team.injection.placement}; pool of {len(self.pool)} seed attacks "
                     f"({', '.join(sorted({a.family for a in self.pool.attacks}))})")  # fmt: skip
@@ -226,7 +229,9 @@ class RedTeamMethod(StreamMethod):
     def evolve(self, rng: random.Random, generator: torch.Generator) -> dict[str, float]:
         """One round: propose children, try each once on a random training task, admit the successful."""
         pool_cfg, team = self.run.cfg.redteam.pool, self.run.cfg.redteam.team
-        children = self.pool.propose(rng, pool_cfg.children_per_round, self.mutations, pool_cfg.crossover_rate)
+        self.round_generator = generator
+        children = self.pool.propose(rng, pool_cfg.children_per_round, self.mutations, pool_cfg.crossover_rate,
+                                     llm=self.llm)  # fmt: skip
         admitted: list[Any] = []
         if children:
             tasks = [rng.choice(self.examples) for _ in children]
@@ -267,6 +272,33 @@ class RedTeamMethod(StreamMethod):
         out["pool/size"] = float(len(self.pool))
         out["pool/mean_fitness"] = sum(a.fitness for a in self.pool.attacks) / len(self.pool)
         return out
+
+
+ATTACKER_TOKENS = 128
+"""Tokens an LLM operator may write for one rewritten attack (the request asks for under 100 words)."""
+
+
+def attacker_llm(spec: str, method: RedTeamMethod) -> LLMMutator:
+    """The pool's LLM operator (``redteam.pool.llm``): an OpenAI-compatible endpoint (``openai:<model>``),
+    the policy itself (``policy``: self-play) or another causal LM, the last two sampled at the run's
+    temperature with the evolution round's generator (so a resumed run writes the same children)."""
+    if spec.startswith("openai:"):
+        return LLMMutator(openai_compatible_generate(spec.removeprefix("openai:")))
+    run = method.run
+    if spec == "policy":
+        model, tok, eos, pad = run.policy, run.tokenizer, method.eos_ids, method.pad_id
+    else:
+        tok, model = load_tokenizer(spec), load_model(spec, device=run.device)
+        eos, pad = stop_token_ids(model, tok), tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def generate(prompts: list[str]) -> list[str]:
+        alg = run.cfg.algorithm
+        sample = sampling_turn_sampler(model, tok, max_new_tokens=ATTACKER_TOKENS, max_prompt_length=alg.max_prompt_length,
+                                       eos_token_ids=eos, pad_token_id=pad, generator=method.round_generator,
+                                       device=run.device, temperature=alg.temperature)  # fmt: skip
+        return [t for t, _ in sample([[{"role": "user", "content": p}] for p in prompts], "attacker")]
+
+    return LLMMutator(generate)
 
 
 def current_main() -> bool:

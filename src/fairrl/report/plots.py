@@ -155,3 +155,29 @@ def plot_before_after(summary: dict[str, Any], out_png: Path) -> Path:
     if reward:
         _bars(axes[2], before, after, reward, "held-out reward (the run's reward functions)")
     return save_figure(fig, out_png)
+
+
+def plot_redteam_training(metrics_jsonl: Path, out_png: Path, window: int = 5) -> Path:
+    """Evo-MARL curves: attack success and accuracy (clean / attacked), reward per attack family, the
+    pool's size and admissions per round, and its mean fitness, vs step."""
+    rows = _rows(metrics_jsonl)
+    fams = sorted({k for r in rows for k in r if k.startswith("family_reward/")})
+    panels = [
+        ("attack success and accuracy (training episodes)", [("attack/success_rate", "attack success"),
+                                                             ("task/accuracy_clean", "accuracy, clean"),
+                                                             ("task/accuracy_attacked", "accuracy, attacked")]),
+        ("episode reward per attack family", [(k, k.split("/", 1)[1]) for k in fams]),
+        ("attack pool", [("pool/size", "size"), ("pool/admitted", "children admitted per round")]),
+        ("pool mean fitness (posterior success rate)", [("pool/mean_fitness", "mean fitness")]),
+    ]  # fmt: skip
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7))
+    for ax, (title, keys) in zip(axes.flat, panels, strict=True):
+        drawn = [_curve(ax, rows, key, label, 1 if key.startswith("pool/") else window) for key, label in keys]
+        if not any(drawn):
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        elif len(keys) > 1:
+            ax.legend(fontsize=7)
+        ax.set_title(title if title.startswith("attack pool") or "fitness" in title
+                     else f"{title}, {window}-step moving mean", fontsize=9)  # fmt: skip
+        ax.set_xlabel("step")
+    return save_figure(fig, out_png)

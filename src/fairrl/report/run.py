@@ -27,6 +27,10 @@ def write_run_report(run_dir: str | Path) -> Path | None:
         plot_group_rewards(metrics, run_dir / "group_rewards.png")
     plot_before_after(summary, run_dir / "before_after.png")
     lead, lead_splits = [], []
+    if config.get("method") == "redteam" and metrics.exists() and metrics.stat().st_size:
+        from fairrl.report.plots import plot_redteam_training
+
+        plot_redteam_training(metrics, run_dir / "redteam_training.png")
     if "redteam" in summary.get("before", {}) or "redteam" in summary.get("after", {}):
         from fairrl.report.redteam import redteam_section
 
