@@ -298,7 +298,7 @@ def test_chunked_forward_by_length_equals_one_forward(minilm_tokenizer):
         assert rewards_by_length(model, enc, chunks=3).tolist() == pytest.approx(model(**enc).tolist(), abs=1e-5)
 
 
-@pytest.mark.parametrize(("name", "kind"), [("rm", "rm"), ("dpo", "dpo"), ("biasgrpo", "train"), ("demo", "train")])
+@pytest.mark.parametrize(("name", "kind"), [("rm", "rm"), ("dpo", "dpo"), ("biasgrpo", "train"), ("demo", "train"), ("redteam", "train"), ("redteam_single", "train")])
 def test_packaged_configs_validate_by_name(name, kind):
     result = runner.invoke(app, ["config", name, "--kind", kind])
     assert result.exit_code == 0, result.output
