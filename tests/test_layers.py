@@ -30,6 +30,7 @@ LAYERS = [
     {"bench"},
     {"multiseed"},
     {"compare"},
+    {"explore"},
     {"cli", "cli_common", "cli_preference", "cli_redteam", "__main__"},
 ]
 

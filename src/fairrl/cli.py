@@ -350,6 +350,27 @@ def bench(
         typer.echo(f"wrote {json_out}")
 
 
+@app.command(name="explore")
+def explore(
+    study: Annotated[str, typer.Argument(help="Study YAML: search space (debias share, method, config keys), objectives, constraints, sampler.")],
+    out: Annotated[str | None, typer.Option(help="Study folder (default: runs/explore/<study_name>).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default: SQLite OUT/study.db); e.g. postgresql+psycopg://user@host/db for workers on several machines.")] = None,
+    join: Annotated[bool, typer.Option("--join", help="Work on a study another process or machine started (same --storage).")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine.")] = 1,
+    report: Annotated[bool, typer.Option("--report", help="Only rebuild trials.csv, pareto.png/html and explore.md from the storage.")] = False,
+    skip_report: Annotated[bool, typer.Option("--skip-report", hidden=True)] = False,
+) -> None:  # fmt: skip
+    """FairReason explorer: search data mixture x method x hyperparameters for the accuracy-fairness Pareto front."""
+    try:
+        from fairrl.explore.run import run_explore
+
+        train_one = lambda c, o, r, d: _train(c, o, r, None if r else d)  # noqa: E731
+        run_explore(study, train_one, _echo, out=out, storage=storage, join=join, workers=workers,
+                    report=not skip_report, report_only=report)  # fmt: skip
+    except FairRLError as err:
+        _fail(err)
+
+
 @app.command(name="export")
 def export(
     run_dir: Annotated[str, typer.Argument(help="A finished GRPO or DPO run folder (with final/).")],
