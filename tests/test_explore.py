@@ -197,3 +197,13 @@ def test_postgres_storage_two_workers(tmp_path):
 
     assert mask_url(POSTGRES) in (out / "explore.md").read_text()  # shown, with any password masked
 
+
+
+def test_packaged_study_validates_and_plans_every_method():
+    """The packaged explore_demo study loads by name and gives a valid training config for each method."""
+    from fairrl.config.base import load_config
+    from fairrl.explore.run import check_study
+
+    study = load_config("explore_demo", [], StudyConfig)
+    assert study.n_trials == 12 and study.space.method.choices == ["grpo", "sft", "kd", "dpo"]
+    check_study(study)
