@@ -68,3 +68,15 @@ def _load_file(path: str, kind: str, name: str):
         del sys.modules[key]
         raise
     return module
+
+
+def check_options(factory: Callable[..., Any], options: dict[str, Any], where: str) -> None:
+    """A ConfigError naming ``where`` when ``options`` do not fit ``factory``'s keyword parameters (a
+    configurable built-in's ``options:``), listing the ones it takes."""
+    import inspect
+
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as err:
+        params = [p for p in inspect.signature(factory).parameters if p != "self"]
+        raise ConfigError(f"{where}: bad options ({err}); it takes {', '.join(params) or 'no options'}") from None

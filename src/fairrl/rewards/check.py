@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fairrl.errors import ConfigError
+from fairrl.plugins import check_options
 from fairrl.rewards import REWARD_FACTORIES, REWARDS
 from fairrl.rewards.base import get_reward
 
@@ -37,12 +38,7 @@ def check_rewards(functions: list[Any]) -> None:
         name, options = spec.name, dict(spec.options or {})
         where = f"rewards.functions[{k}] ({name!r})"
         if name in REWARD_FACTORIES:
-            factory = REWARD_FACTORIES[name]
-            try:
-                inspect.signature(factory).bind(**options)
-            except TypeError as err:
-                params = [p for p in inspect.signature(factory).parameters if p != "self"]
-                raise ConfigError(f"{where}: bad options ({err}); it takes {', '.join(params)}") from None
+            check_options(REWARD_FACTORIES[name], options, where)
             if name == "bias_rm":
                 from fairrl.rewards.bias_rm import resolve_reward_model_dir
 

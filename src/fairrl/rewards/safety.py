@@ -20,7 +20,6 @@ judged once.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import re
 import string
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fairrl.errors import ConfigError, ModelLoadError, RewardError
-from fairrl.plugins import import_callable
+from fairrl.plugins import check_options, import_callable
 
 Verdicts = list[bool | None]
 
@@ -395,12 +394,7 @@ def get_safety_judge(spec: str, options: dict[str, Any] | None = None) -> Safety
     options = dict(options or {})
     if spec in SAFETY_JUDGES:
         factory = SAFETY_JUDGES[spec]
-        try:
-            inspect.signature(factory).bind(**options)
-        except TypeError as err:
-            params = [p for p in inspect.signature(factory).parameters if p != "self"]
-            raise ConfigError(f"safety judge {spec!r}: bad options ({err}); it takes "
-                              f"{', '.join(params) or 'no options'}") from None  # fmt: skip
+        check_options(factory, options, f"safety judge {spec!r}")
         return factory(**options)
     expected = "function fn(outputs, items) -> list[bool | None], like my_package.judges:my_judge"
     fn = import_callable(spec, "safety judge", SAFETY_JUDGES, expected, suggest=True)
