@@ -137,25 +137,26 @@ def _worker(study: Path, out: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
 
 
-def _running(out: Path) -> bool:
+def _states(out: Path) -> list[str]:
     try:
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{(out / 'study.db').resolve()}")
     except KeyError:  # the file exists, the study's row not yet
-        return False
-    return any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
+        return []
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
 
 
 def test_worker_killed_mid_trial_loses_nothing(tmp_path):
-    """Worker A starts the study and is killed with SIGKILL inside its first trial; worker B joins and
-    finishes: two trials complete, A's trial is FAIL with "worker lost", and it was retried with the same
-    values (its runs' folder resumed)."""
-    study, out = _study(tmp_path, n_trials=2, sampler="random"), tmp_path / "ex"
+    """Worker A finishes one trial, starts a second and is killed with SIGKILL inside it; worker B joins and
+    finishes the study: three trials complete, A's finished trial is kept as it was, A's interrupted trial
+    is FAIL ("worker lost") and was retried with the same values (its runs' folder resumed)."""
+    study, out = _study(tmp_path, n_trials=3, sampler="random"), tmp_path / "ex"
     a = _worker(study, out, "--skip-report")
-    deadline = time.monotonic() + 120
-    while not ((out / "study.db").exists() and _running(out)):
+    deadline = time.monotonic() + 300
+    while not ((out / "study.db").exists() and _states(out).count("COMPLETE") == 1 and "RUNNING" in _states(out)):
         assert a.poll() is None and time.monotonic() < deadline, a.stdout.read().decode()[-2000:]
         time.sleep(0.2)
-    time.sleep(1.0)  # inside the trial: training has started
+    time.sleep(1.0)  # inside the second trial: training has started
+    first = optuna.load_study(study_name="tiny", storage=f"sqlite:///{(out / 'study.db').resolve()}").trials[0]
     os.killpg(a.pid, signal.SIGKILL)
     a.wait()
     b = _worker(study, out, "--join")
@@ -163,7 +164,9 @@ def test_worker_killed_mid_trial_loses_nothing(tmp_path):
     assert b.returncode == 0, output.decode()[-3000:]
     rows = _records(out)
     states = sorted(row["state"] for row in rows)
-    assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1, rows
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1, rows
+    kept = next(row for row in rows if row["number"] == str(first.number))
+    assert kept["state"] == "COMPLETE" and float(kept["values_reasoning: accuracy"]) == first.values[0]
     failed = next(row for row in rows if row["state"] == "FAIL")
     assert "worker lost" in failed["error"]
     retried = [row for row in rows if row["state"] == "COMPLETE" and row["run_dir"] == failed["run_dir"]]
