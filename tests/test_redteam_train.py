@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -166,3 +167,13 @@ def test_endpoint_operator_without_its_variable_is_one_error(tmp_path, monkeypat
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "FAIRRL_ATTACKER_BASE_URL" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_gigpo_step_advantages_train(tmp_path):
+    """step_advantage=gigpo runs end to end (the analyst turns of a group share their prompt, so they form
+    step groups of G) and logs the usual metrics."""
+    model_dir = saved_tiny_policy(tmp_path / "m")
+    run = run_redteam(_cfg(model_dir, "max_steps=2", "redteam.step_advantage=gigpo", "algorithm.num_generations=4"),
+                      out=str(tmp_path / "r"), console=lambda s: None, evaluate=False, progress=False)  # fmt: skip
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
