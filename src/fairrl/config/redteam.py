@@ -155,7 +155,9 @@ class RedTeamConfig(Strict):
     """episode: one group-normalised advantage per episode, on every turn's tokens (the paper); gigpo: plus
     a step-level advantage among turns of the same role that saw the same message (GiGPO, arXiv 2505.10978)."""
     gigpo_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False)
-    """Weight of the step-level advantage with ``step_advantage: gigpo``."""
+    """Weight w of the step-level advantage with ``step_advantage: gigpo`` (GiGPO's default 1)."""
+    gigpo_gamma: float = Field(0.95, gt=0.0, le=1.0)
+    """Discount of the episode's reward back to earlier turns for the step groups (GiGPO's code: 0.95)."""
     heldout_repeats: int = Field(1, ge=1)
     """Reasoning items per held-out attack in the before/after evaluation (:func:`builtin_attack_items`)."""
     heldout_limit: int | None = Field(None, ge=1)

@@ -178,7 +178,7 @@ class RedTeamMethod(StreamMethod):
                                                   virtual_reward=alg.virtual_reward).reshape(-1)  # [E]
         per_turn = adv[:, None].expand(-1, roles).clone()  # [E, roles]
         if rt.step_advantage == "gigpo":
-            returns = discounted_step_returns(rewards.reshape(-1), roles)  # [E, roles]
+            returns = discounted_step_returns(rewards.reshape(-1), roles, rt.gigpo_gamma)  # [E, roles]
             keys = [(e // G, k, repr(ep.turns[k].prompt)) for e, ep in enumerate(episodes) for k in range(roles)]
             per_turn += rt.gigpo_weight * step_group_advantages(returns.reshape(-1), keys).view(-1, roles)
         tokens = [[ep.turns[k].data for ep in episodes] for k in range(roles)]
