@@ -34,8 +34,13 @@ def _one_token_each(ratios: list[float], adv: list[float], **kw):
 
 
 def test_registry_matches_config_names():
+    """Every loss_type but drpo (its own objective, fairrl.losses.drpo) aggregates the clipped surrogate;
+    every one has a part share for gradient accumulation."""
     names = get_args(AlgorithmConfig.model_fields["loss_type"].annotation)
-    assert set(AGGREGATIONS) == set(names)
+    assert set(AGGREGATIONS) | {"drpo"} == set(names)
+    from fairrl.losses import PART_SHARES
+
+    assert set(PART_SHARES) == set(names)
 
 
 # -- aggregations at ratio 1 -----------------------------------------------------------------------

@@ -70,8 +70,21 @@ class AlgorithmConfig(Strict):
     """Lower clipping range (1 - epsilon)."""
     epsilon_high: float | None = Field(None, gt=0.0)
     """Upper clipping range (1 + epsilon_high); null = epsilon. DAPO's clip-higher uses 0.28."""
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
-    """Loss aggregation: per-sequence mean (grpo), token mean (bnpo/dapo), constant normaliser (dr_grpo)."""
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "drpo"] = "grpo"
+    """Loss aggregation: per-sequence mean (grpo), token mean (bnpo/dapo), constant normaliser (dr_grpo); or
+    drpo: DRPO's decoupled objective instead of the clipped surrogate (:mod:`fairrl.losses.drpo`; the
+    advantage estimator is then unused)."""
+    drpo_tau: float = Field(10.0, gt=0.0, allow_inf_nan=False)
+    """DRPO: temperature of the soft maximum over the wrong replies' scores (authors: 10)."""
+    drpo_lambda: float = Field(0.1, gt=0.0, allow_inf_nan=False)
+    """DRPO: length preference among correct replies, weight exp((1 - L / max_completion_length) / lambda);
+    large = no preference (authors: 0.1)."""
+    drpo_trust_beta: float = Field(1000.0, ge=0.0, allow_inf_nan=False)
+    """DRPO: weight of the trust-region penalty on KL(pi_old, pi) above drpo_trust_delta (authors: 1000)."""
+    drpo_trust_delta: float = Field(1e-4, ge=0.0, allow_inf_nan=False)
+    """DRPO: KL budget of the trust region (authors: 1e-4)."""
+    drpo_threshold: float = Field(1.0, allow_inf_nan=False)
+    """DRPO: a reply whose (combined) reward reaches this counts as correct, the others as wrong."""
     delta: float | None = Field(None, gt=1.0)
     """Upper bound on the unclipped ratio (TRL's two-sided clipping); null = off."""
     virtual_reward: float = Field(1.0, allow_inf_nan=False)
@@ -233,6 +246,12 @@ class TrainConfig(RunConfig):
                 f"algorithm.num_generations={G}: must be greater than or equal to 2 for method {self.method!r} (a group "
                 "of one has no baseline); method: ppo, whose baseline is its critic, may sample one"
             )
+        if self.algorithm.loss_type == "drpo":
+            if self.method != "grpo":
+                raise ValueError(f"algorithm.loss_type=drpo is an objective of method grpo (method {self.method!r})")
+            if m is not None and m % G:
+                raise ValueError(f"algorithm.loss_type=drpo compares the replies of a group: micro_batch_size={m} must "
+                                 f"be a multiple of num_generations={G} (or null)")  # fmt: skip
         if self.warm_start.steps and self.method != "grpo":
             raise ValueError(
                 f"warm_start.steps={self.warm_start.steps} applies to method grpo only (method {self.method!r}); "

@@ -126,6 +126,7 @@ PART_SHARES: dict[str, PartShare] = {
     "bnpo": token_share,
     "dapo": token_share,
     "dr_grpo": row_share,
+    "drpo": row_share,  # fairrl.losses.drpo: a mean over groups
 }
 
 

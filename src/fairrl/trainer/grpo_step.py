@@ -32,7 +32,8 @@ from fairrl.config.grpo import TrainConfig
 from fairrl.data.records import Example, column_names, rows_to_columns, trl_sample
 from fairrl.data.stream import PromptStream
 from fairrl.distributed import Ranks
-from fairrl.losses import part_share, policy_loss
+from fairrl.losses import kl_k3, part_share, policy_loss
+from fairrl.losses.drpo import drpo_loss
 from fairrl.losses.rollout_correction import rollout_is_weights
 from fairrl.models.logprobs import completion_logprobs
 from fairrl.rewards import RewardLogs, TrainerState, check_weighted_sum, evaluate_rewards, get_reward
@@ -234,6 +235,8 @@ class GRPOStep:
         if batch.shard is not None:  # data-parallel: advantages of the global batch, this rank's rows
             adv = adv[batch.shard]
         adv = adv.reshape(-1).to(self.device)  # [P*G] (this rank's P)
+        own = batch.rewards if batch.shard is None else batch.rewards[batch.shard]
+        flat_rewards = own.reshape(-1).to(self.device)  # [P*G] (this rank's P), for loss_type drpo
         mask = r.completion_mask.float()
         if alg.mask_truncated_completions:
             mask = mask * (~r.truncated).float()[:, None]
@@ -254,14 +257,18 @@ class GRPOStep:
                 )  # fmt: skip
                 old = logp.detach() if alg.num_iterations == 1 else r.logprobs[rows]
                 is_weights = self.rollout_weights(old, r.logprobs[rows], mask[rows])
-                loss, loss_stats = policy_loss(
-                    logp, old, adv[rows], mask[rows],
-                    loss_type=alg.loss_type, epsilon=alg.epsilon, epsilon_high=alg.epsilon_high,
-                    importance_sampling_level=alg.importance_sampling_level,
-                    max_completion_length=alg.max_completion_length,
-                    ref_logp=None if ref_logp is None else ref_logp[rows], beta=alg.beta, delta=alg.delta,
-                    is_weights=is_weights,
-                )  # fmt: skip
+                if alg.loss_type == "drpo":
+                    loss, loss_stats = self.drpo(logp, old, mask[rows], flat_rewards[rows],
+                                                 None if ref_logp is None else ref_logp[rows])  # fmt: skip
+                else:
+                    loss, loss_stats = policy_loss(
+                        logp, old, adv[rows], mask[rows],
+                        loss_type=alg.loss_type, epsilon=alg.epsilon, epsilon_high=alg.epsilon_high,
+                        importance_sampling_level=alg.importance_sampling_level,
+                        max_completion_length=alg.max_completion_length,
+                        ref_logp=None if ref_logp is None else ref_logp[rows], beta=alg.beta, delta=alg.delta,
+                        is_weights=is_weights,
+                    )  # fmt: skip
                 if is_weights is not None:  # TRL's name; token-weighted over the batch
                     loss_stats["sampling/importance_sampling_ratio/mean"] = float(
                         (is_weights.expand_as(mask[rows]) * mask[rows]).sum() / mask[rows].sum().clamp(min=1))
@@ -291,6 +298,20 @@ class GRPOStep:
         if self.engine is not None:  # the sampler gets the new weights before the next step
             self.engine.sync(self.policy)
         return stats
+
+    def drpo(self, logp, old, mask, rewards, ref_logp) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """DRPO's objective on whole groups (:mod:`fairrl.losses.drpo`), plus beta x k3 KL to the reference
+        (token mean) when beta > 0."""
+        alg = self.alg
+        loss, stats = drpo_loss(logp, old, mask, rewards, alg.num_generations, alg.max_completion_length,
+                                tau=alg.drpo_tau, lam=alg.drpo_lambda, beta=alg.drpo_trust_beta,
+                                delta=alg.drpo_trust_delta, threshold=alg.drpo_threshold)  # fmt: skip
+        if ref_logp is not None:
+            m = mask.bool()
+            kl = (torch.where(m, kl_k3(logp, ref_logp), 0.0)).sum() / m.sum().clamp(min=1)
+            loss = loss + alg.beta * kl
+            stats["kl"] = kl.detach()
+        return loss, stats
 
     def rollout_weights(self, old: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """pi_old / q importance weights of vLLM rollouts (``num_iterations == 1``; with more, pi_old is
