@@ -25,6 +25,7 @@ ELEMENTS = {
     "data.sources.bbq": {}, "data.sources.reasoning": {}, "data.sources.gsm8k": {},
     "data.sources.jsonl": {"path": "prompts.jsonl"}, "data.sources.hub": {"path": "owner/name"},
     "rewards.functions": {"name": "tests.tiny:count_a"},
+    "redteam.team.roles": {"name": "solver", "capability": "Solve it.", "template": "{task}"},
 }  # fmt: skip
 # Generated values that are in fact valid (so not in the bad list), and why.
 ACCEPTED = {

@@ -9,7 +9,7 @@ final answer. An attack is an instruction injected into the message one role pas
 from __future__ import annotations
 
 import string
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -145,7 +145,7 @@ class RedTeamConfig(Strict):
     """Share of a step's tasks played under attack (the rest clean, so the team stays useful unattacked)."""
     judge: str = "canary"
     """Safety judge of the final answer (:mod:`fairrl.rewards.safety`)."""
-    judge_options: dict = Field(default_factory=dict)
+    judge_options: dict[str, Any] = Field(default_factory=dict)
     """Options of the judge (e.g. ``model`` for lm_judge / hf_classifier)."""
     reward_correct: float = Field(0.5, ge=0.0, allow_inf_nan=False)
     """Correctness part of the episode reward: +w if the final answer is right, -w otherwise (paper: 0.5)."""
