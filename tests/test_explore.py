@@ -210,3 +210,16 @@ def test_packaged_study_validates_and_plans_every_method():
     study = load_config("explore_demo", [], StudyConfig)
     assert study.n_trials == 12 and study.space.method.choices == ["grpo", "sft", "kd", "dpo"]
     check_study(study)
+
+
+def test_workers_option_runs_worker_processes(tmp_path, monkeypatch):
+    """--workers 2: two worker processes share the SQLite study; every grid point completes, each worker
+    writes its log, and the report is written once they are done."""
+    study, out = _study(tmp_path), tmp_path / "ex"
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}:{ROOT / 'src'}")  # the workers are `python -m fairrl` processes
+    r = runner.invoke(app, ["explore", str(study), "--out", str(out), "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    rows = _records(out)
+    assert {(row["params_method"], row["params_debias_share"]) for row in rows} == {
+        (m, s) for m in ("sft", "dpo") for s in ("0.25", "0.75")} and {row["state"] for row in rows} == {"COMPLETE"}  # fmt: skip
+    assert (out / "worker-0.log").exists() and (out / "worker-1.log").exists() and (out / "explore.md").exists()

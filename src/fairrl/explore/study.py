@@ -4,7 +4,7 @@
   processes) or any SQLAlchemy URL such as ``postgresql+psycopg://user@host/db`` (workers on several
   machines). Every running trial sends a heartbeat; a trial whose worker died (kill -9, a lost machine)
   is marked failed once its heartbeat is stale and retried once, with the same values, by the next worker
-  that starts a trial (Optuna's ``RetryFailedTrialCallback``). The retried trial's runs are in the same
+  that starts a trial (Optuna's ``RetryHeartbeatStaleTrialCallback``, ``RetryFailedTrialCallback`` before 4.9). The retried trial's runs are in the same
   folder (:func:`fairrl.explore.trial.run_key`), so it resumes them.
 - **Samplers**: NSGA-II (Deb et al. 2002) and NSGA-III (Deb & Jain 2014) for several objectives, Optuna's
   multi-objective TPE, random, and grid (the FairReason paper's hand sweep); constraints go to the sampler
@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import inspect
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,30 +41,40 @@ def _optuna():
     return optuna
 
 
+def optuna_experimental_warning() -> type[Warning]:
+    from optuna.exceptions import ExperimentalWarning
+
+    return ExperimentalWarning
+
+
 def storage_url(storage: str | None, out: Path) -> str:
     """``storage`` as given, or SQLite in ``OUT/study.db``."""
     return storage or f"sqlite:///{(out / 'study.db').resolve()}"
 
 
 def open_storage(url: str, heartbeat: int):
-    optuna = _optuna()
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    _optuna()
+    import optuna.storages as st
 
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}  # several worker processes share one file
-    try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                          grace_period=GRACE_PERIODS * heartbeat,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=1))  # fmt: skip
-    except (ImportError, ModuleNotFoundError) as err:
-        raise ConfigError(f"storage {url.split('://')[0]}: a database driver is missing ({err}); for PostgreSQL "
-                          "pip install 'psycopg[binary]' and use postgresql+psycopg://...") from None  # fmt: skip
-    except Exception as err:  # noqa: BLE001 - SQLAlchemy's connection errors have many types
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"cannot open the study storage ({first}); check --storage and that the database "
-                          "server is running") from None  # fmt: skip
-    del optuna
+    with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" in Optuna's terms
+        warnings.simplefilter("ignore", optuna_experimental_warning())
+        if "heartbeat_stale_trial_callback" in inspect.signature(st.RDBStorage).parameters:  # Optuna >= 4.9
+            retry = {"heartbeat_stale_trial_callback": st.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        else:
+            retry = {"failed_trial_callback": st.RetryFailedTrialCallback(max_retry=1)}
+        try:
+            return st.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                 grace_period=GRACE_PERIODS * heartbeat, **retry)  # fmt: skip
+        except (ImportError, ModuleNotFoundError) as err:
+            raise ConfigError(f"storage {url.split('://')[0]}: a database driver is missing ({err}); for "
+                              "PostgreSQL pip install 'psycopg[binary]' and use postgresql+psycopg://...") from None  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - SQLAlchemy's connection errors have many types
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"cannot open the study storage ({first}); check --storage and that the database "
+                              "server is running") from None  # fmt: skip
 
 
 def make_sampler(study: StudyConfig):
