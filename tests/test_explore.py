@@ -138,11 +138,15 @@ def _worker(study: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def _states(out: Path) -> list[str]:
+    """The trials' states, read from the SQLite file read-only: opening it through Optuna would race the
+    worker that is creating its tables."""
+    import sqlite3
+
     try:
-        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{(out / 'study.db').resolve()}")
-    except KeyError:  # the file exists, the study's row not yet
+        with sqlite3.connect(f"file:{out / 'study.db'}?mode=ro", uri=True) as db:
+            return [row[0] for row in db.execute("SELECT state FROM trials ORDER BY number")]
+    except sqlite3.Error:  # no file, or no tables yet
         return []
-    return [t.state.name for t in study.get_trials(deepcopy=False)]
 
 
 def test_worker_killed_mid_trial_loses_nothing(tmp_path):
@@ -152,7 +156,7 @@ def test_worker_killed_mid_trial_loses_nothing(tmp_path):
     study, out = _study(tmp_path, n_trials=3, sampler="random"), tmp_path / "ex"
     a = _worker(study, out, "--skip-report")
     deadline = time.monotonic() + 300
-    while not ((out / "study.db").exists() and _states(out).count("COMPLETE") == 1 and "RUNNING" in _states(out)):
+    while not (_states(out).count("COMPLETE") == 1 and "RUNNING" in _states(out)):
         assert a.poll() is None and time.monotonic() < deadline, a.stdout.read().decode()[-2000:]
         time.sleep(0.2)
     time.sleep(1.0)  # inside the second trial: training has started
@@ -176,6 +180,17 @@ def test_worker_killed_mid_trial_loses_nothing(tmp_path):
 POSTGRES = os.environ.get("FAIRRL_TEST_POSTGRES_URL")
 
 
+def _pg_study_exists(name: str) -> bool:
+    """Whether the study's row exists, read with psycopg directly (not through Optuna's storage set-up)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES.replace("postgresql+psycopg://", "postgresql://")) as db:
+            return db.execute("SELECT 1 FROM studies WHERE study_name = %s", (name,)).fetchone() is not None
+    except psycopg.Error:  # no tables yet
+        return False
+
+
 @pytest.mark.skipif(not POSTGRES, reason="no PostgreSQL server given: set FAIRRL_TEST_POSTGRES_URL="
                     "postgresql+psycopg://user@host:port/db (.ci/run starts a throwaway one)")  # fmt: skip
 def test_postgres_storage_two_workers(tmp_path):
@@ -185,7 +200,10 @@ def test_postgres_storage_two_workers(tmp_path):
     name = f"tiny_{uuid.uuid4().hex[:8]}"
     study, out = _study(tmp_path, study_name=name), tmp_path / "ex"
     first = _worker(study, out, "--storage", POSTGRES, "--skip-report")
-    time.sleep(3)
+    deadline = time.monotonic() + 120
+    while not _pg_study_exists(name):  # the second worker joins a study that exists (as --join requires)
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read().decode()[-2000:]
+        time.sleep(0.5)
     second = _worker(study, tmp_path / "ex2", "--storage", POSTGRES, "--join", "--skip-report")
     for p in (first, second):
         output, _ = p.communicate(timeout=900)

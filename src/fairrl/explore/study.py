@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 import traceback
 import warnings
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from fairrl.multiseed import TrainOne, run_seeds, seed_folder
 
 GRACE_PERIODS = 3
 """Heartbeat periods a running trial may stay silent before it counts as dead."""
+OPEN_ATTEMPTS = 3
+"""Tries to open the storage (workers that start together may race to create a new storage's tables)."""
 
 
 def _optuna():
@@ -65,16 +68,20 @@ def open_storage(url: str, heartbeat: int):
             retry = {"heartbeat_stale_trial_callback": st.RetryHeartbeatStaleTrialCallback(max_retry=1)}
         else:
             retry = {"failed_trial_callback": st.RetryFailedTrialCallback(max_retry=1)}
-        try:
-            return st.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                 grace_period=GRACE_PERIODS * heartbeat, **retry)  # fmt: skip
-        except (ImportError, ModuleNotFoundError) as err:
-            raise ConfigError(f"storage {url.split('://')[0]}: a database driver is missing ({err}); for "
-                              "PostgreSQL pip install 'psycopg[binary]' and use postgresql+psycopg://...") from None  # fmt: skip
-        except Exception as err:  # noqa: BLE001 - SQLAlchemy's connection errors have many types
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError(f"cannot open the study storage ({first}); check --storage and that the database "
-                              "server is running") from None  # fmt: skip
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                return st.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                     grace_period=GRACE_PERIODS * heartbeat, **retry)  # fmt: skip
+            except (ImportError, ModuleNotFoundError) as err:
+                raise ConfigError(f"storage {url.split('://')[0]}: a database driver is missing ({err}); for "
+                                  "PostgreSQL pip install 'psycopg[binary]' and use postgresql+psycopg://...") from None  # fmt: skip
+            except Exception as err:  # noqa: BLE001 - SQLAlchemy's connection errors have many types
+                if attempt + 1 < OPEN_ATTEMPTS:  # e.g. two workers creating a new storage's tables at once
+                    time.sleep(1.0 + attempt)
+                    continue
+                first = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise ConfigError(f"cannot open the study storage ({first}); check --storage and that the "
+                                  "database server is running") from None  # fmt: skip
 
 
 def make_sampler(study: StudyConfig):
