@@ -241,3 +241,20 @@ def test_workers_option_runs_worker_processes(tmp_path, monkeypatch):
     assert {(row["params_method"], row["params_debias_share"]) for row in rows} == {
         (m, s) for m in ("sft", "dpo") for s in ("0.25", "0.75")} and {row["state"] for row in rows} == {"COMPLETE"}  # fmt: skip
     assert (out / "worker-0.log").exists() and (out / "worker-1.log").exists() and (out / "explore.md").exists()
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "nsga3", "tpe"])
+def test_constraints_reach_the_sampler_without_deprecated_arguments(sampler):
+    """Optuna 5 takes constraint values from Trial.set_constraint; the samplers get no constraints_func
+    (deprecated there), and an older Optuna gets one."""
+    import warnings
+
+    from fairrl.explore.study import make_sampler, native_constraints
+
+    study = validate({"objectives": [{"metric": "m", "direction": "maximize"}, {"metric": "n", "direction": "minimize"}],
+                      "constraints": [{"metric": "a", "op": ">=", "value": 1}], "sampler": sampler}, StudyConfig)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        s = make_sampler(study)
+    has_func = getattr(s, "_constraints_func", None) is not None
+    assert has_func is (not native_constraints())

@@ -8,7 +8,7 @@
   folder (:func:`fairrl.explore.trial.run_key`), so it resumes them.
 - **Samplers**: NSGA-II (Deb et al. 2002) and NSGA-III (Deb & Jain 2014) for several objectives, Optuna's
   multi-objective TPE, random, and grid (the FairReason paper's hand sweep); constraints go to the sampler
-  as Optuna's ``constraints_func``.
+  (``Trial.set_constraint`` from Optuna 5, its ``constraints_func`` before).
 - **Failures**: an error inside a trial is recorded on the trial (``error`` attribute) and the trial is
   FAIL; the study goes on. ``n_trials`` is the number of finished trials wanted, all workers together; a
   study also stops once ``n_trials`` trials have failed (a config that can never work does not loop).
@@ -50,6 +50,14 @@ def optuna_experimental_warning() -> type[Warning]:
     return ExperimentalWarning
 
 
+def native_constraints() -> bool:
+    """Whether Optuna takes a trial's constraint values from ``Trial.set_constraint`` (5.0 and later; the
+    samplers' ``constraints_func`` is deprecated there)."""
+    import optuna
+
+    return hasattr(optuna.trial.Trial, "set_constraint")
+
+
 def storage_url(storage: str | None, out: Path) -> str:
     """``storage`` as given, or SQLite in ``OUT/study.db``."""
     return storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -87,7 +95,9 @@ def open_storage(url: str, heartbeat: int):
 def make_sampler(study: StudyConfig):
     optuna = _optuna()
     s = study.sampler
-    cons = (lambda t: t.user_attrs.get("constraints", [0.0] * len(study.constraints))) if study.constraints else None
+    cons = None  # Optuna >= 5 takes constraints from Trial.set_constraint (make_objective), older ones from here
+    if study.constraints and not native_constraints():
+        cons = lambda t: t.user_attrs.get("constraints", [0.0] * len(study.constraints))  # noqa: E731
     if s == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=study.sampler_seed, constraints_func=cons)
     if s == "nsga3":
@@ -148,7 +158,11 @@ def make_objective(study: StudyConfig, out: Path, train_one: TrainOne,
             msg = str(err) if isinstance(err, FairRLError) else "".join(traceback.format_exception_only(err)).strip()
             trial.set_user_attr("error", msg or type(err).__name__)
             raise
-        trial.set_user_attr("constraints", constraint_violations(study, got["constraints"]))
+        violations = constraint_violations(study, got["constraints"])
+        trial.set_user_attr("constraints", violations)
+        if native_constraints():
+            for k, v in enumerate(violations):
+                trial.set_constraint(f"c{k}", v)
         trial.set_user_attr("constraint_values", got["constraints"])
         trial.set_user_attr("groups", got["groups"])
         trial.set_user_attr("minutes", got["minutes"])
