@@ -225,7 +225,7 @@ class _Endpoint(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, *args):
-        pass
+        """Keep the test output clean: no access log lines on stderr."""
 
 
 @pytest.fixture
