@@ -149,6 +149,19 @@ def _states(out: Path) -> list[str]:
         return []
 
 
+def _beating(out: Path) -> bool:
+    """Whether a running trial has recorded its first heartbeat (read-only, as in :func:`_states`). Optuna
+    never marks a running trial without a heartbeat stale, so the worker is killed only after that."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{out / 'study.db'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COUNT(*) FROM trial_heartbeats h JOIN trials t ON h.trial_id = t.trial_id "
+                              "WHERE t.state = 'RUNNING'").fetchone()[0] > 0  # fmt: skip
+    except sqlite3.Error:
+        return False
+
+
 def test_worker_killed_mid_trial_loses_nothing(tmp_path):
     """Worker A finishes one trial, starts a second and is killed with SIGKILL inside it; worker B joins and
     finishes the study: three trials complete, A's finished trial is kept as it was, A's interrupted trial
@@ -156,7 +169,7 @@ def test_worker_killed_mid_trial_loses_nothing(tmp_path):
     study, out = _study(tmp_path, n_trials=3, sampler="random"), tmp_path / "ex"
     a = _worker(study, out, "--skip-report")
     deadline = time.monotonic() + 300
-    while not (_states(out).count("COMPLETE") == 1 and "RUNNING" in _states(out)):
+    while not (_states(out).count("COMPLETE") == 1 and "RUNNING" in _states(out) and _beating(out)):
         assert a.poll() is None and time.monotonic() < deadline, a.stdout.read().decode()[-2000:]
         time.sleep(0.2)
     time.sleep(1.0)  # inside the second trial: training has started
