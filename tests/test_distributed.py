@@ -68,7 +68,8 @@ def _weights(run_dir):
 @pytest.mark.parametrize("overrides", [
     {"algorithm.loss_type": "dapo"},  # token-mean over the global batch
     {"algorithm.loss_type": "grpo", "algorithm.scale_rewards": "batch", "algorithm.beta": 0.05},
-], ids=["dapo", "grpo-batch-scaling-kl"])  # fmt: skip
+    {"algorithm.loss_type": "dapo", "algorithm.prompt_sampler": "vade", "algorithm.sampler_success": 1.0},
+], ids=["dapo", "grpo-batch-scaling-kl", "vade"])  # both ranks' samplers see the global rewards: same prompts  # fmt: skip
 def test_two_gloo_ranks_equal_one_process(tmp_path, overrides):
     overrides = {"max_steps": 3, **overrides}
     one = _train(_cfg(None, **overrides), tmp_path / "one")

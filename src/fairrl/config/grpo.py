@@ -103,6 +103,22 @@ class AlgorithmConfig(Strict):
     """DAPO: drop zero-variance groups and refill the batch with new prompts."""
     max_resample_rounds: int = Field(3, ge=0)
     """Cap on refill rounds per step for dynamic sampling."""
+    prompt_sampler: Literal["uniform", "vade"] = "uniform"
+    """Which prompts a step rolls out (:mod:`fairrl.data.samplers`): uniform (every prompt once per epoch,
+    in a seeded order) or vade (VADE: prompts whose Beta posterior over the success rate promises the most
+    reward variance, so fewer groups have zero advantage)."""
+    sampler_candidates: float = Field(4.0, ge=1.0, allow_inf_nan=False)
+    """vade: candidate prompts drawn from the epoch walk per prompt kept."""
+    sampler_success: float = Field(0.5, allow_inf_nan=False)
+    """vade: a completion whose combined reward reaches this counts as a success for the posteriors."""
+    vade_prior_alpha: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    """vade: Beta prior's alpha (pseudo-successes of an unseen prompt; 1, 1 = uniform)."""
+    vade_prior_beta: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    """vade: Beta prior's beta (pseudo-failures of an unseen prompt)."""
+    vade_keep: float = Field(0.9, ge=0.0, le=1.0)
+    """vade: share of a prompt's old evidence kept when it is observed again (fast decay scale)."""
+    vade_forget: float = Field(0.99, ge=0.0, le=1.0)
+    """vade: share of every prompt's evidence kept per rollout (slow decay scale; 1 = never forget)."""
     overlong_buffer: int | None = Field(None, ge=1)
     """DAPO overlong shaping window L_c in tokens (null = off)."""
     overlong_penalty: float = Field(1.0, ge=0.0)

@@ -25,7 +25,7 @@ from typing import Any
 from fairrl.config.grpo import TrainConfig
 from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
-from fairrl.data.stream import PromptStream
+from fairrl.data.samplers import make_sampler
 from fairrl.distributed import Ranks, current
 from fairrl.errors import ConfigError
 from fairrl.eval.heldout import evaluate_splits
@@ -118,8 +118,8 @@ def run_training(
         raise
     if state and step_fn.engine is not None:
         step_fn.engine.sync(policy)  # the resumed weights, not the checkpoint's base model
-    start, position = (state["step"], state["position"]) if state else (0, 0)
-    stream = PromptStream(data.train, cfg.seed, position)
+    start = state["step"] if state else 0
+    stream = make_sampler(cfg.algorithm, data.train, cfg.seed, state.get("sampler", state) if state else None)
     logger = (MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
               if ranks.main else NullLogger())  # fmt: skip
     names = cfg.rewards.labels()
@@ -150,7 +150,7 @@ def run_training(
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", zero_std=f"{metrics['frac_reward_zero_std']:.2f}")
             if ranks.main and (step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time):
-                save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"position": stream.position},
+                save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"position": stream.position, "sampler": stream.state()},
                                 keep=cfg.keep_checkpoints)
             if out_of_time:
                 console(f"\nstopping at step {step}: max_minutes={cfg.max_minutes} reached")

@@ -1,7 +1,7 @@
 """GRPO-family training loop: data -> rollout -> rewards -> advantages -> loss -> update.
 
 One step:
-1. take P prompts from the mixture stream (position saved in checkpoints);
+1. take P prompts from the prompt sampler (uniform walk or VADE; its state saved in checkpoints);
 2. sample G completions each, prefilling each prompt once (``fairrl.rollout``);
 3. score them with the reward functions (TRL contract), combine (``multi_objective_aggregation``),
    optionally add DAPO's overlong penalty;
@@ -172,16 +172,22 @@ class GRPOStep:
         self._collected += 1
         self.reward_logs.flush()  # drop anything logged outside a step
         P = self.alg.prompts_per_step
-        if self.ranks.active:
-            batch = self.sharded_rollout(stream.take(P), generator)
-        else:
-            batch = self.rollout(stream.take(P), generator)
+        observe = getattr(stream, "observe", None)  # a prompt sampler (fairrl.data.samplers) learns from each rollout
+
+        def roll(examples: list[Example]) -> Batch:
+            b = self.sharded_rollout(examples, generator) if self.ranks.active else self.rollout(examples, generator)
+            if observe is not None:
+                observe(b.examples, b.rewards)  # global rewards under several ranks: every rank's sampler agrees
+            return b
+
+        batch = roll(stream.take(P))
+        sampler = stream.stats() if hasattr(stream, "stats") else {}
         if not self.alg.dynamic_sampling:
             info = {"dynamic_sampling/rounds": 0.0, "dynamic_sampling/dropped": 0.0}
         else:
-            refill = lambda n: self.rollout(stream.take(n), generator)  # noqa: E731
-            batch, info = dynamic_sampling(batch, refill, P, self.alg.max_resample_rounds, self.pad_id)
-        return batch, {**info, **self.reward_logs.flush()}
+            batch, info = dynamic_sampling(batch, lambda n: roll(stream.take(n)), P, self.alg.max_resample_rounds,
+                                           self.pad_id)  # fmt: skip
+        return batch, {**info, **sampler, **self.reward_logs.flush()}
 
     def sharded_rollout(self, examples: list[Example], generator: torch.Generator) -> Batch:
         """This rank's shard of ``examples`` rolled out and scored; rewards, texts, logged columns, reward
