@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from fairrl.cli import app
 from fairrl.data.records import Example
 from fairrl.data.samplers import UniformSampler, VadeSampler, beta_update
-from tests.test_train_e2e import _cfg, _data, _rewards, _run
+from tests.test_train_e2e import _cfg, _rewards, _run
 
 
 def _examples(n: int, units: bool = False) -> list[Example]:

@@ -96,6 +96,7 @@ def test_resume_equals_uninterrupted(tmp_path, loss_type):
         {"algorithm.dynamic_sampling": "true", "algorithm.overlong_buffer": 2, "algorithm.delta": 2.0},
         {"algorithm.share_prompt": "false", "algorithm.mask_truncated_completions": "true"},
         {"algorithm.group_balance": "true", "algorithm.multi_objective_aggregation": "normalize_then_sum"},
+        {"algorithm.novelty_sharpening": "true", "algorithm.prompt_sampler": "vade", "algorithm.icl_seeding": "true"},
     ],
 )
 def test_every_variant_runs_inside_the_loop(tmp_path, overrides):

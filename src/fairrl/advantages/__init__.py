@@ -15,7 +15,7 @@ from fairrl.advantages.estimators import (
     zero_variance_groups,
 )
 from fairrl.advantages.gae import gae, kl_penalty, masked_whiten, token_rewards
-from fairrl.advantages.shaping import group_balance_weights, overlong_penalty
+from fairrl.advantages.shaping import group_balance_weights, novelty_sharpening, overlong_penalty
 
 __all__ = [
     "ESTIMATORS",
@@ -27,6 +27,7 @@ __all__ = [
     "group_stats",
     "kl_penalty",
     "masked_whiten",
+    "novelty_sharpening",
     "overlong_penalty",
     "token_rewards",
     "zero_variance_groups",

@@ -110,7 +110,10 @@ class AlgorithmConfig(Strict):
     sampler_candidates: float = Field(4.0, ge=1.0, allow_inf_nan=False)
     """vade: candidate prompts drawn from the epoch walk per prompt kept."""
     sampler_success: float = Field(0.5, allow_inf_nan=False)
-    """vade: a completion whose combined reward reaches this counts as a success for the posteriors."""
+    """vade and icl_seeding: a completion whose combined reward reaches this counts as a success."""
+    icl_seeding: bool = False
+    """XRPO: a prompt whose every completion stayed below sampler_success is rolled out next time with a
+    solved exemplar from the training data in its context (:mod:`fairrl.data.icl_seeding`)."""
     vade_prior_alpha: float = Field(1.0, gt=0.0, allow_inf_nan=False)
     """vade: Beta prior's alpha (pseudo-successes of an unseen prompt; 1, 1 = uniform)."""
     vade_prior_beta: float = Field(1.0, gt=0.0, allow_inf_nan=False)
@@ -123,6 +126,13 @@ class AlgorithmConfig(Strict):
     """DAPO overlong shaping window L_c in tokens (null = off)."""
     overlong_penalty: float = Field(1.0, ge=0.0)
     """Scale of the overlong penalty added to the reward."""
+    novelty_sharpening: bool = False
+    """XRPO: raise the advantage of correct (positive-advantage) replies the policy found less likely than
+    their group's average, A + min(max(novelty_lambda (1 - eta), 0), novelty_kappa A) (fairrl.advantages.shaping)."""
+    novelty_lambda: float = Field(2.5, ge=0.0, allow_inf_nan=False)
+    """XRPO novelty: scale of the bonus."""
+    novelty_kappa: float = Field(0.5, ge=0.0, allow_inf_nan=False)
+    """XRPO novelty: the bonus is at most this share of the reply's own advantage."""
     group_balance: bool = False
     """Scale advantages by inverse group frequency in the batch so every group (each source's
     ``group_column``) counts equally (a FairGRPO-style project extension)."""

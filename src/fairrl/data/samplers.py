@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fairrl.data.icl_seeding import IclSeeding
 from fairrl.data.records import Example
 from fairrl.data.stream import PromptStream
 
@@ -160,4 +161,7 @@ class VadeSampler:
 def make_sampler(alg, examples: list[Example], seed: int, state: dict[str, Any] | None = None):
     """The sampler ``alg.prompt_sampler`` names (``alg``: the GRPO ``algorithm`` config), restored from a
     checkpoint's ``state`` (a checkpoint of a run from before samplers holds only ``position``)."""
-    return SAMPLERS[alg.prompt_sampler].from_config(alg, examples, seed, state)
+    sampler = SAMPLERS[alg.prompt_sampler].from_config(alg, examples, seed, state)
+    if alg.icl_seeding:  # XRPO: prompts on which every rollout failed come back with a solved exemplar
+        sampler = IclSeeding(sampler, examples, seed, alg.sampler_success, state)
+    return sampler

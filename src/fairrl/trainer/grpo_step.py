@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from fairrl.advantages import ESTIMATORS, combine_rewards, group_stats
-from fairrl.advantages.shaping import group_balance_weights, overlong_penalty
+from fairrl.advantages.shaping import group_balance_weights, novelty_sharpening, overlong_penalty
 from fairrl.config.grpo import TrainConfig
 from fairrl.data.records import Example, column_names, rows_to_columns, trl_sample
 from fairrl.data.stream import PromptStream
@@ -51,14 +51,15 @@ class PromptEncoder:
     def __init__(self, tokenizer, max_prompt_length: int):
         self.tokenizer = tokenizer
         self.max_len = max_prompt_length
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[tuple[str, int], list[int]] = {}
 
     def __call__(self, example: Example) -> list[int]:
-        ids = self._cache.get(example.prompt_id)
+        key = (example.prompt_id, len(example.prompt))  # XRPO seeding adds an exemplar turn under the same id
+        ids = self._cache.get(key)
         if ids is None:
             text = self.tokenizer.apply_chat_template(example.prompt, add_generation_prompt=True, tokenize=False)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][-self.max_len :]
-            self._cache[example.prompt_id] = ids
+            self._cache[key] = ids
         return ids
 
 
@@ -234,6 +235,11 @@ class GRPOStep:
             batch.rewards, scale_rewards=alg.scale_rewards, seq_logprobs=seq_logprobs,
             virtual_reward=alg.virtual_reward,
         )  # [P, G]
+        novelty = {}
+        if alg.novelty_sharpening:  # XRPO: unlikely correct replies count more
+            plain, adv = adv, novelty_sharpening(adv, seq_logprobs, alg.novelty_lambda, alg.novelty_kappa)
+            novelty = {"novelty/bonus_mean": float((adv - plain).sum() / (plain > 0).sum().clamp(min=1)),
+                       "novelty/boosted_share": float(((adv - plain) > 0).float().mean())}  # fmt: skip
         if alg.group_balance:  # each demographic group weighs the same, however often it was drawn
             groups = [e.group for e in batch.examples]
             adv = adv * group_balance_weights(groups)[:, None]  # [P, G]
@@ -250,7 +256,7 @@ class GRPOStep:
         chunks = micro_batches(r.prompt_ids.shape[0], G, alg.micro_batch_size)
         total_tokens = float(self.ranks.sum(mask.sum().reshape(1).cpu()))
         self.policy.train()
-        stats: dict[str, float] = {}
+        stats: dict[str, float] = dict(novelty)
         for it in range(alg.num_iterations):
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
