@@ -128,3 +128,44 @@ def test_compare_ratio_sweep_writes_one_arm_per_share(tmp_path):
 def test_compare_refuses_method_and_max_steps_overrides(tmp_path):
     result = runner.invoke(app, ["compare", "--out", str(tmp_path / "c"), "--set", "max_steps=3"])
     assert result.exit_code == 2 and "compare sets each run's method and max_steps" in result.output
+
+
+def test_variants_parse_and_plan_with_their_own_batch():
+    """A variant is an arm of every method; its own prompts_per_step sets its steps (16 / (1 x 2) = 8)."""
+    from fairrl.compare.plan import parse_variants
+
+    plain, vade = parse_variants(["plain:", "vade: algorithm.prompt_sampler=vade; algorithm.prompts_per_step=1"])
+    assert plain.overrides == () and vade.overrides == ("algorithm.prompt_sampler=vade", "algorithm.prompts_per_step=1")
+    assert parse_variants(None) == [None]
+    cfg = load_config(None, ["algorithm.prompts_per_step=2", "algorithm.num_generations=2"])
+    by = {plain: cfg, vade: load_config(None, ["algorithm.prompts_per_step=2", "algorithm.num_generations=2",
+                                                *vade.overrides])}  # fmt: skip
+    arms = {a.name: a for a in plan_arms(cfg, ["grpo"], [0.2], 16, by)}
+    assert {n: a.steps for n, a in arms.items()} == {"grpo-plain-debias20": 4, "grpo-vade-debias20": 8}
+    assert arms["grpo-vade-debias20"].overrides(cfg)[-2:] == list(vade.overrides)
+    for bad, msg in (("vade", "NAME: KEY=VALUE"), ("Vade: a=1", "NAME: KEY=VALUE"), ("v: algorithm.beta", "NAME: KEY=VALUE"),
+                     ("v: max_steps=3", "sets method and max_steps")):  # fmt: skip
+        with pytest.raises(ConfigError, match=msg):
+            parse_variants([bad])
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_variants(["a:", "a: algorithm.beta=0.1"])
+
+
+def test_compare_variants_end_to_end_report_zero_variance_share(tmp_path):
+    """Plain GRPO next to GRPO with VADE: one arm each, the sampler reaches the run's config, and the cost
+    table gives seconds per step and the share of zero-variance groups; a bad variant key exits 2."""
+    model_dir, out = saved_tiny_policy(tmp_path / "m"), tmp_path / "var"
+    args = _args(model_dir, out, "grpo", "--variant", "plain:", "--variant", "vade: algorithm.prompt_sampler=vade",
+                 seeds="0")  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load((out / "grpo-vade" / "seed-0" / "config.yaml").read_text())
+    assert cfg["algorithm"]["prompt_sampler"] == "vade"
+    assert yaml.safe_load((out / "grpo-plain" / "seed-0" / "config.yaml").read_text())["algorithm"]["prompt_sampler"] == "uniform"
+    data = json.loads((out / "compare.json").read_text())
+    assert list(data["arms"]) == ["grpo-plain", "grpo-vade"]
+    assert 0.0 <= data["arms"]["grpo-vade"]["costs"]["zero_std"] <= 1.0
+    text = (out / "compare.md").read_text()
+    assert "| seconds per step | zero-variance groups |" in text and "| grpo-vade | 2 | 8 |" in text
+    bad = runner.invoke(app, _args(model_dir, tmp_path / "bad", "grpo", "--variant", "x: algorithm.prompt_sampler=nope"))
+    assert bad.exit_code == 2 and "algorithm.prompt_sampler" in bad.output

@@ -187,16 +187,18 @@ def compare(
     out: Annotated[str, typer.Option(help="Comparison folder (rerun the same command to resume).")] = "runs/compare",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the config, for every arm.")] = None,
     jobs: JobsOption = 1,
+    variant: Annotated[list[str] | None, typer.Option(help="NAME: KEY=VALUE; KEY=VALUE - an arm of every method with these overrides (repeat; e.g. 'vade: algorithm.prompt_sampler=vade' next to 'plain:').")] = None,
 ) -> None:
-    """Training strategies side by side at an equal budget: one arm per method (and ratio), several seeds."""
+    """Training strategies side by side at an equal budget: one arm per method (ratio, variant), several seeds."""
     try:
-        from fairrl.compare.plan import parse_methods, parse_ratios
+        from fairrl.compare.plan import parse_methods, parse_ratios, parse_variants
         from fairrl.compare.run import run_compare
         from fairrl.multiseed import parse_seeds
 
         train_one = lambda c, o, r, d: _train(c, o, r, None if r else d)  # noqa: E731
         report = run_compare(config or str(demo_config_path()), set_ or [], parse_methods(methods), parse_seeds(seeds),
-                             parse_ratios(ratios), budget, out, train_one, console=_echo, jobs=jobs)  # fmt: skip
+                             parse_ratios(ratios), budget, out, train_one, console=_echo, jobs=jobs,
+                             variants=parse_variants(variant))  # fmt: skip
     except FairRLError as err:
         _fail(err)
     typer.echo("\n" + report.read_text())

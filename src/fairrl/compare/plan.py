@@ -27,6 +27,7 @@ of ``r`` of the training stream is debiasing data (FairReason's 1:4 is ``r = 0.2
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from fairrl.config.grpo import TrainConfig
@@ -49,17 +50,29 @@ def sequences_per_step(cfg: TrainConfig, method: str) -> int:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A named set of config overrides applied to every method's arm (``--variant NAME: KEY=VALUE; ...``),
+    e.g. GRPO with the VADE prompt sampler next to plain GRPO at the same budget."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Arm:
-    """One configuration compared: a method at a debiasing share (None = the config's mixture)."""
+    """One configuration compared: a method at a debiasing share (None = the config's mixture), optionally
+    in a named variant."""
 
     method: str
     ratio: float | None
     steps: int
     sequences_per_step: int
+    variant: Variant | None = None
 
     @property
     def name(self) -> str:
-        return self.method if self.ratio is None else f"{self.method}-debias{round(100 * self.ratio)}"
+        name = self.method if self.variant is None else f"{self.method}-{self.variant.name}"
+        return name if self.ratio is None else f"{name}-debias{round(100 * self.ratio)}"
 
     def overrides(self, cfg: TrainConfig) -> list[str]:
         """``--set`` overrides that turn the base config into this arm."""
@@ -70,6 +83,8 @@ class Arm:
             out.append("algorithm.beta=0")
         if self.ratio is not None:
             out += mixture_overrides(cfg, self.ratio)
+        if self.variant is not None:
+            out += list(self.variant.overrides)
         return out
 
 
@@ -95,6 +110,26 @@ def parse_ratios(text: str | None) -> list[float | None]:
     return list(dict.fromkeys(ratios))
 
 
+def parse_variants(texts: list[str] | None) -> list[Variant | None]:
+    """``["vade: algorithm.prompt_sampler=vade", "plain:"]`` -> variants; none given -> [None] (no variant)."""
+    if not texts:
+        return [None]
+    out: dict[str, Variant] = {}
+    for text in texts:
+        name, sep, rest = text.partition(":")
+        name = name.strip()
+        sets = tuple(o.strip() for o in rest.split(";") if o.strip())
+        if not sep or not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name) or any("=" not in o for o in sets):
+            raise ConfigError(f"--variant takes NAME: KEY=VALUE; KEY=VALUE (NAME in lower-case letters, digits and _; "
+                              f"no overrides = the config as it is), got {text!r}")  # fmt: skip
+        if {"method", "max_steps"} & {o.split("=", 1)[0].strip() for o in sets}:
+            raise ConfigError(f"--variant {name}: compare sets method and max_steps itself (--methods, --budget)")
+        if name in out:
+            raise ConfigError(f"--variant {name} is given twice; give each variant its own name")
+        out[name] = Variant(name, sets)
+    return list(out.values())
+
+
 def mixture_overrides(cfg: TrainConfig, ratio: float) -> list[str]:
     """Source weights that give BBQ sources a share ``ratio`` of the stream (module docstring)."""
     sources = cfg.data.sources
@@ -109,13 +144,16 @@ def mixture_overrides(cfg: TrainConfig, ratio: float) -> list[str]:
     return [f"data.sources.{i}.weight={w:.6g}" for i, w in sorted(weights.items())]
 
 
-def plan_arms(cfg: TrainConfig, methods: list[str], ratios: list[float | None], budget: int) -> list[Arm]:
-    """Every (method, ratio) arm with its step count for ``budget`` training sequences."""
+def plan_arms(cfg: TrainConfig, methods: list[str], ratios: list[float | None], budget: int,
+              variants: dict[Variant, TrainConfig] | None = None) -> list[Arm]:  # fmt: skip
+    """Every (method, ratio, variant) arm with its step count for ``budget`` training sequences; ``variants``
+    maps each variant to the config with its overrides (its own batch settings set its steps)."""
     if budget < 1:
         raise ConfigError(f"--budget must be at least 1 training sequence, got {budget}")
     arms = []
     for ratio in ratios:
         for m in methods:
-            per = sequences_per_step(cfg, m)
-            arms.append(Arm(m, ratio, max(1, math.ceil(budget / per)), per))
+            for v, arm_cfg in (variants or {None: cfg}).items():
+                per = sequences_per_step(arm_cfg, m)
+                arms.append(Arm(m, ratio, max(1, math.ceil(budget / per)), per, v))
     return arms

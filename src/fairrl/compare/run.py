@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from fairrl.compare.plan import Arm, plan_arms, sequences_per_step
+from fairrl.compare.plan import Arm, Variant, plan_arms, sequences_per_step
 from fairrl.config import load_config
 from fairrl.config.base import dump_config
 from fairrl.errors import ConfigError
@@ -42,14 +42,17 @@ def _check_plan(root: Path, plan: dict) -> None:
 def run_compare(
     config: str | None, overrides: list[str], methods: list[str], seeds: list[int],
     ratios: list[float | None], budget: int | None, out: str | Path, train_one: TrainOne,
-    console: Callable[[str], None] = print, jobs: int = 1,
+    console: Callable[[str], None] = print, jobs: int = 1, variants: list[Variant | None] | None = None,
 ) -> Path:  # fmt: skip
     """Run (or resume) each arm for every seed, then write the comparison; returns ``OUT/compare.md``."""
     cfg = load_config(config, overrides)
     if {"method", "max_steps"} & {o.split("=", 1)[0].strip() for o in overrides}:
         raise ConfigError("compare sets each run's method and max_steps (--methods, --budget); drop those --set")
     spent = budget if budget is not None else cfg.max_steps * sequences_per_step(cfg, "grpo")
-    arms = plan_arms(cfg, methods, ratios, spent)
+    by_variant = None  # every variant's config is validated here, before any run starts
+    if variants and variants != [None]:
+        by_variant = {v: load_config(config, [*overrides, *v.overrides]) for v in variants if v is not None}
+    arms = plan_arms(cfg, methods, ratios, spent, by_variant)
     root = Path(out)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -57,8 +60,8 @@ def run_compare(
         raise ConfigError(f"cannot create the comparison folder {root}: {err.strerror}; pick another --out") from None
     _check_plan(root, {
         "config": yaml.safe_load(dump_config(cfg)), "budget": spent,
-        "arms": {a.name: {"method": a.method, "ratio": a.ratio, "steps": a.steps,
-                          "sequences_per_step": a.sequences_per_step} for a in arms},
+        "arms": {a.name: {"method": a.method, "ratio": a.ratio, "steps": a.steps, "sequences_per_step": a.sequences_per_step,
+                          "variant": None if a.variant is None else list(a.variant.overrides)} for a in arms},
     })  # fmt: skip
     for i, arm in enumerate(arms, 1):
         console(f"\n##### arm {i}/{len(arms)}: {arm.name} ({arm.steps} steps x {arm.sequences_per_step} "

@@ -6,7 +6,8 @@ bootstrap interval). Next to the official BBQ scores (Parrish et al. 2022): Fair
 (arXiv 2507.23067: 1 - the rate of answering "unknown" on ambiguous items, which on BBQ's ambiguous items
 is 1 - accuracy, since "unknown" is their only correct answer) and **reasoning retained %** (accuracy after
 / the starting model's accuracy on the same items, x 100; FairReason's bar is 88%). Costs per arm:
-optimiser steps, training sequences, tokens in the training forwards, training minutes. Runs whose
+optimiser steps, training sequences, tokens in the training forwards, training minutes, seconds per step
+and, for methods that sample groups, the mean share of groups whose rewards were all equal. Runs whose
 health checks (:mod:`fairrl.report.health`) flag a collapse are named.
 """
 
@@ -62,10 +63,12 @@ def costs(metrics: list[dict[str, Any]], steps: int | None = None) -> dict[str, 
     """Steps, tokens of the trained sequences (``tokens/trained``: prompt + reply of every sequence the loss
     sees, as TRL's ``num_tokens``; a prompt shared by a GRPO group or a DPO pair is computed once, so this
     counts data, not compute) and training seconds of one run, summed over its steps (compare logs every step)."""
+    zero = [float(r["frac_reward_zero_std"]) for r in metrics if isinstance(r.get("frac_reward_zero_std"), (int, float))]
     return {
         "steps": float(len(metrics) if steps is None else steps),
         "tokens": sum(float(r.get("tokens/trained", 0.0)) for r in metrics),
         "seconds": sum(float(r.get("step_time", 0.0)) for r in metrics),
+        "zero_std": statistics.fmean(zero) if zero else None,  # share of groups with one reward (no signal)
     }
 
 
@@ -116,7 +119,8 @@ def collect(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out[name] = {
             "method": arm["method"], "ratio": arm["ratio"], "seeds": sorted(per_run), "metrics": metrics_out,
             "planned_steps": arm["steps"], "sequences_per_step": arm["sequences_per_step"],
-            "costs": {k: statistics.fmean(c[k] for c in cost) if cost else None for k in ("steps", "tokens", "seconds")},
+            "costs": {k: statistics.fmean(v) if (v := [c[k] for c in cost if c.get(k) is not None]) else None
+                      for k in ("steps", "tokens", "seconds", "zero_std")},
             "group_rewards": {g: statistics.fmean(x[g] for x in groups if g in x) for g in group_names},
             "collapsed": collapsed,
         }  # fmt: skip
@@ -174,15 +178,16 @@ def compare_markdown(collected: dict[str, dict[str, Any]], budget: int) -> str:
         cells = [_cell(a["metrics"].get(k)) for _, k in cols]
         lines.append(f"| {name} | {len(a['seeds'])} | " + " | ".join(cells) + f" | {', '.join(map(str, a['collapsed']))} |")
     lines += ["", "## Cost per run (mean over seeds)", "",
-              "| arm | optimiser steps | training sequences | tokens of those sequences | training minutes |",
-              "|---|---|---|---|---|"]  # fmt: skip
+              "| arm | optimiser steps | training sequences | tokens of those sequences | training minutes | "
+              "seconds per step | zero-variance groups |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, a in collected.items():
         c = a["costs"]
         if c["steps"] is None:
             continue
         short = " (stopped early)" if c["steps"] < a["planned_steps"] else ""
+        zero = "-" if c.get("zero_std") is None else f"{100 * c['zero_std']:.0f} %"
         lines.append(f"| {name} | {c['steps']:.0f}{short} | {c['steps'] * a['sequences_per_step']:,.0f} | "
-                     f"{c['tokens']:,.0f} | {c['seconds'] / 60:.1f} |")  # fmt: skip
+                     f"{c['tokens']:,.0f} | {c['seconds'] / 60:.1f} | {c['seconds'] / max(c['steps'], 1):.1f} | {zero} |")  # fmt: skip
     groups = sorted({g for a in collected.values() for g in a["group_rewards"]})
     if groups:
         lines += ["", "## Training reward per group (mean of the last 10 steps, mean over seeds)", "",
