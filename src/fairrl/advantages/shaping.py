@@ -64,7 +64,7 @@ def novelty_sharpening(adv: torch.Tensor, seq_logprobs: torch.Tensor, lam: float
     all-correct group has zero advantages and is unchanged). The authors' code could not be read here,
     so the form follows the paper's text (defaults lam 2.5, kappa 0.5 as in our reference notes).
     """
-    s = seq_logprobs.to(adv.dtype)  # [P, G]
-    eta = torch.exp(s - s.mean(dim=1, keepdim=True))  # [P, G]
+    s = seq_logprobs.to(adv.dtype)  # [P, G]; NaN = no reply there (a smaller group)
+    eta = torch.exp(s - s.nanmean(dim=1, keepdim=True))  # [P, G]
     bonus = torch.minimum((lam * (1.0 - eta)).clamp(min=0.0), kappa * adv)  # [P, G]
     return torch.where(adv > 0, adv + bonus, adv)

@@ -103,6 +103,21 @@ class AlgorithmConfig(Strict):
     """DAPO: drop zero-variance groups and refill the batch with new prompts."""
     max_resample_rounds: int = Field(3, ge=0)
     """Cap on refill rounds per step for dynamic sampling."""
+    rollout_allocator: Literal["fixed", "xrpo"] = "fixed"
+    """Completions per prompt: fixed (num_generations each) or xrpo (XRPO's allocator: the step's budget of
+    prompts_per_step x num_generations completions given out in phases to the prompts whose mean reward is most
+    uncertain; groups of different sizes, :mod:`fairrl.rollout.allocation`)."""
+    xrpo_initial_rollouts: int = Field(4, ge=2)
+    """xrpo: completions of every prompt in the first phase (at most num_generations)."""
+    xrpo_phase_rollouts: int = Field(2, ge=1)
+    """xrpo: completions a chosen prompt gets per later phase."""
+    xrpo_max_rollouts: int | None = Field(None, ge=2)
+    """xrpo: most completions of one prompt in a step (null: 2 x num_generations)."""
+    xrpo_exploration: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+    """xrpo: weight lambda of the exploration bonus sqrt(log(1 + T) / n); the other term is in reward units, so
+    set it on your reward's scale (1 suits 0/1 rewards, the paper's)."""
+    xrpo_confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    """xrpo: level of the t interval whose half-width measures a prompt's uncertainty."""
     prompt_sampler: Literal["uniform", "vade"] = "uniform"
     """Which prompts a step rolls out (:mod:`fairrl.data.samplers`): uniform (every prompt once per epoch,
     in a seeded order) or vade (VADE: prompts whose Beta posterior over the success rate promises the most
@@ -278,6 +293,8 @@ class TrainConfig(RunConfig):
             if m is not None and m % G:
                 raise ValueError(f"algorithm.loss_type=drpo compares the replies of a group: micro_batch_size={m} must "
                                  f"be a multiple of num_generations={G} (or null)")  # fmt: skip
+        if self.algorithm.rollout_allocator == "xrpo":
+            self._check_allocator()
         if self.warm_start.steps and self.method != "grpo":
             raise ValueError(
                 f"warm_start.steps={self.warm_start.steps} applies to method grpo only (method {self.method!r}); "
@@ -294,6 +311,23 @@ class TrainConfig(RunConfig):
                 "(a micro-batch holds part of one prompt's group or whole groups)"
             )
         return self
+
+    def _check_allocator(self) -> None:
+        """What XRPO's allocator (groups of different sizes) works with; the rest is refused at load."""
+        a = self.algorithm
+        if self.method != "grpo":
+            raise ValueError(f"algorithm.rollout_allocator=xrpo allocates the rollouts of method grpo (method {self.method!r})")
+        if a.xrpo_initial_rollouts > a.num_generations:
+            raise ValueError(f"algorithm.xrpo_initial_rollouts={a.xrpo_initial_rollouts} exceeds num_generations="
+                             f"{a.num_generations}, the mean rollouts per prompt the step's budget allows")  # fmt: skip
+        if a.xrpo_max_rollouts is not None and a.xrpo_max_rollouts < a.xrpo_initial_rollouts:
+            raise ValueError("algorithm.xrpo_max_rollouts must be at least xrpo_initial_rollouts")
+        if a.advantage_estimator not in ("grpo", "dr_grpo", "rloo"):
+            raise ValueError(f"algorithm.rollout_allocator=xrpo works with advantage_estimator grpo, dr_grpo or rloo "
+                             f"(got {a.advantage_estimator!r}: its groups must be full)")  # fmt: skip
+        if a.loss_type == "drpo" or a.dynamic_sampling:
+            raise ValueError("algorithm.rollout_allocator=xrpo does not combine with loss_type drpo or dynamic_sampling "
+                             "(both need full groups); the allocator is XRPO's own answer to zero-variance groups")  # fmt: skip
 
     @property
     def optimizer_steps(self) -> int:

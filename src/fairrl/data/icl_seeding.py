@@ -79,7 +79,7 @@ class IclSeeding:
         """``rewards`` [P, G]: a group with no success marks its prompt stuck, one with a success frees it."""
         originals = [self._origin.pop(id(e), e) for e in examples]
         self.inner.observe(originals, rewards)
-        best = rewards.detach().float().cpu().max(dim=1).values.tolist()  # [P]
+        best = rewards.detach().float().cpu().nan_to_num(nan=-torch.inf).amax(dim=1).tolist()  # [P]; NaN = no reward
         for e, b in zip(originals, best, strict=True):
             (self.stuck.add if b < self.success else self.stuck.discard)(self._index[id(e)])
 

@@ -143,11 +143,11 @@ class VadeSampler:
         a0, b0 = self.prior
         for v in self.evidence.values():  # the slow scale: all evidence fades a little per observation
             v[0], v[1] = a0 + self.forget * (v[0] - a0), b0 + self.forget * (v[1] - b0)
-        wins = (rewards.detach().float().cpu() >= self.success).sum(dim=1).tolist()  # [P]
-        G = rewards.shape[1]
-        for e, k in zip(examples, wins, strict=True):
+        r = rewards.detach().float().cpu()  # NaN: no reward (a skipped one, or an empty row of a smaller group)
+        wins, seen = (r >= self.success).sum(dim=1).tolist(), (~torch.isnan(r)).sum(dim=1).tolist()  # [P]
+        for e, k, n in zip(examples, wins, seen, strict=True):
             i = self._index[id(e)]
-            self.evidence[i] = list(beta_update(*self.posterior(i), float(k), float(G - k), self.keep, self.prior))
+            self.evidence[i] = list(beta_update(*self.posterior(i), float(k), float(n - k), self.keep, self.prior))
 
     def state(self) -> dict[str, Any]:
         return {"position": self.position, "draws": self.draws,

@@ -27,6 +27,17 @@ class Batch:
     totals: dict[str, torch.Tensor] | None = None
     """With a shard: the global batch's completion ``lengths`` and ``truncated`` flags ``[P*G]`` and its
     ``num_tokens`` (for the step metrics)."""
+    sizes: list[int] | None = None
+    """Variable group sizes (XRPO's allocator, :mod:`fairrl.trainer.allocation`): prompt p has ``sizes[p]``
+    completions, rows ``p * G .. p * G + sizes[p] - 1``; the rest of its G rows are empty (no tokens, NaN
+    rewards). None: every group is full."""
+
+    def valid(self) -> torch.Tensor:
+        """Bool ``[P*G]``: the rows that hold a completion."""
+        G = self.rollout.group_size
+        if self.sizes is None:
+            return torch.ones(len(self.examples) * G, dtype=torch.bool)
+        return (torch.arange(G)[None, :] < torch.tensor(self.sizes)[:, None]).reshape(-1)
 
 
 def select_groups(batch: Batch, keep: torch.Tensor) -> Batch:

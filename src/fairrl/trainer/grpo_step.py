@@ -38,6 +38,7 @@ from fairrl.losses.rollout_correction import rollout_is_weights
 from fairrl.models.logprobs import completion_logprobs
 from fairrl.rewards import RewardLogs, TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.rollout.generate import Rollout, left_pad, sample_groups
+from fairrl.trainer.allocation import allocated_rollout
 from fairrl.trainer.batch import Batch
 from fairrl.trainer.dynamic_sampling import dynamic_sampling
 from fairrl.trainer.guard import check_value, check_weights
@@ -97,13 +98,16 @@ class GRPOStep:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
 
     # -- rollout and rewards -------------------------------------------------------------
-    def rollout(self, examples: list[Example], generator: torch.Generator, rows: tuple[int, int] | None = None) -> Batch:
-        """Sample and score G completions of each example; ``rows``: this rank's first completion row and
-        the global batch's row count, when ``examples`` are one rank's shard (:meth:`sharded_rollout`)."""
+    def rollout(self, examples: list[Example], generator: torch.Generator, rows: tuple[int, int] | None = None,
+                group_size: int | None = None) -> Batch:  # fmt: skip
+        """Sample and score G completions of each example (``group_size``, default num_generations); ``rows``:
+        this rank's first completion row and the global batch's row count, when ``examples`` are one rank's
+        shard (:meth:`sharded_rollout`)."""
+        G = group_size or self.alg.num_generations
         if self.engine is not None:  # vLLM: one sampling seed per call, drawn from the step's generator
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
-            r = self.engine.generate(self.alg, [self.encode(e) for e in examples], self.alg.num_generations,
-                                     seed + self.ranks.rank, self.device)  # fmt: skip
+            r = self.engine.generate(self.alg, [self.encode(e) for e in examples], G, seed + self.ranks.rank,
+                                     self.device)  # fmt: skip
             return self.scored(examples, r)
         ids, mask = left_pad([self.encode(e) for e in examples], self.pad_id)
         self.policy.eval()
@@ -111,7 +115,7 @@ class GRPOStep:
             self.policy,
             ids.to(self.device),
             mask.to(self.device),
-            group_size=self.alg.num_generations,
+            group_size=G,
             max_new_tokens=self.alg.max_completion_length,
             eos_token_ids=self.eos_ids,
             pad_token_id=self.pad_id,
@@ -131,9 +135,9 @@ class GRPOStep:
         texts = self.tokenizer.batch_decode(r.completion_ids.cpu(), skip_special_tokens=True)
         ids = [row[m.bool()].tolist() for row, m in zip(r.completion_ids.cpu(), r.completion_mask.cpu(), strict=True)]
         logs = RewardLogs()
-        per_fn = self.score(examples, texts, ids, logs=logs)  # [P*G, K]
+        G = r.group_size
+        per_fn = self.score(examples, texts, ids, logs=logs, group_size=G)  # [P*G, K]
         self.reward_logs.merge(logs)
-        G = self.alg.num_generations
         per_fn = per_fn.view(len(examples), G, -1)
         check_weighted_sum(per_fn, self.reward_weights, list(self.reward_fns))
         rewards = combine_rewards(per_fn, self.reward_weights, self.alg.multi_objective_aggregation)
@@ -144,11 +148,11 @@ class GRPOStep:
                      extra=logs.extra_columns(len(texts)))  # fmt: skip
 
     def score(self, examples: list[Example], texts: list[str], completion_ids: list[list[int]] | None = None,
-              logs: RewardLogs | None = None) -> torch.Tensor:  # fmt: skip
+              logs: RewardLogs | None = None, group_size: int | None = None) -> torch.Tensor:  # fmt: skip
         """Reward functions on the G completions of each example -> ``[P*G, K]`` (TRL's contract: each
         sample in its data's format, every training column, ``completion_ids``, ``trainer_state``,
         ``log_extra`` / ``log_metric`` into ``logs``, default :attr:`reward_logs`)."""
-        G = self.alg.num_generations
+        G = group_size or self.alg.num_generations
         rows = [e.row() for e in examples for _ in range(G)]
         columns = rows_to_columns(rows, self.columns)
         columns.pop("prompt")
@@ -176,7 +180,12 @@ class GRPOStep:
         observe = getattr(stream, "observe", None)  # a prompt sampler (fairrl.data.samplers) learns from each rollout
 
         def roll(examples: list[Example]) -> Batch:
-            b = self.sharded_rollout(examples, generator) if self.ranks.active else self.rollout(examples, generator)
+            if self.alg.rollout_allocator == "xrpo":  # groups of different sizes (fairrl.trainer.allocation)
+                b = allocated_rollout(self, examples, generator, self.trainer_state.global_step)
+            elif self.ranks.active:
+                b = self.sharded_rollout(examples, generator)
+            else:
+                b = self.rollout(examples, generator)
             if observe is not None:
                 observe(b.examples, b.rewards)  # global rewards under several ranks: every rank's sampler agrees
             return b
@@ -227,8 +236,11 @@ class GRPOStep:
     # -- update --------------------------------------------------------------------------
     def update(self, batch: Batch, optimizer, scheduler) -> dict[str, float]:
         alg, r = self.alg, batch.rollout
-        G = alg.num_generations
-        seq_logprobs = (r.logprobs.sum(-1) / r.lengths.clamp(min=1)).view(-1, G).cpu()
+        G = r.group_size  # num_generations, or the step's largest group under XRPO's allocator
+        seq_logprobs = (r.logprobs.sum(-1) / r.lengths.clamp(min=1)).cpu()
+        if batch.sizes is not None:  # the empty rows of smaller groups hold no reply
+            seq_logprobs = torch.where(batch.valid(), seq_logprobs, float("nan"))
+        seq_logprobs = seq_logprobs.view(-1, G)  # [P, G] (this rank's P when sharded)
         if batch.shard is not None:  # NGRPO-style estimators read every group's log-probs
             seq_logprobs = self.ranks.gather(seq_logprobs)
         adv = ESTIMATORS[alg.advantage_estimator](
@@ -243,7 +255,8 @@ class GRPOStep:
         if alg.group_balance:  # each demographic group weighs the same, however often it was drawn
             groups = [e.group for e in batch.examples]
             adv = adv * group_balance_weights(groups)[:, None]  # [P, G]
-        rows_total = adv.numel()  # the global batch's sequences (every rank's shard)
+        rows_total = int(batch.valid().sum()) if batch.sizes is not None else adv.numel()  # the global batch's sequences
+        # (empty rows count in a chunk's own mean but not here, so each real sequence weighs 1 / rows_total)
         if batch.shard is not None:  # data-parallel: advantages of the global batch, this rank's rows
             adv = adv[batch.shard]
         adv = adv.reshape(-1).to(self.device)  # [P*G] (this rank's P)
@@ -253,7 +266,8 @@ class GRPOStep:
         if alg.mask_truncated_completions:
             mask = mask * (~r.truncated).float()[:, None]
         ref_logp = self.reference_logprobs(r) if alg.beta > 0 else None
-        chunks = micro_batches(r.prompt_ids.shape[0], G, alg.micro_batch_size)
+        size = alg.micro_batch_size  # groups of different sizes: whole groups of this step's layout per micro-batch
+        chunks = micro_batches(r.prompt_ids.shape[0], G, size if batch.sizes is None or not size else max(G, size // G * G))
         total_tokens = float(self.ranks.sum(mask.sum().reshape(1).cpu()))
         self.policy.train()
         stats: dict[str, float] = dict(novelty)
@@ -373,11 +387,16 @@ def batch_metrics(batch: Batch, reward_names: list[str]) -> dict[str, Any]:
         lengths, truncated = batch.totals["lengths"].float(), batch.totals["truncated"]
         out["num_tokens"] = float(batch.totals["num_tokens"].sum())
     else:
-        lengths, truncated = r.lengths.float(), r.truncated
-        out["num_tokens"] = float(r.completion_mask.sum() + r.prompt_mask.sum() * r.group_size)
+        valid = batch.valid().to(r.lengths.device)  # smaller groups' empty rows are not completions
+        lengths, truncated = r.lengths.float()[valid], r.truncated[valid]
+        per_prompt = r.prompt_mask.sum(-1).float() * valid.view(-1, r.group_size).sum(-1)  # [P] prompt tokens x replies
+        out["num_tokens"] = float(r.completion_mask.sum() + per_prompt.sum())
     out["completions/mean_length"] = float(lengths.mean())
     out["completions/clipped_ratio"] = float(truncated.float().mean())
     out["tokens/trained"] = out["num_tokens"]  # the same count under the name every method logs
+    if batch.sizes is not None:  # XRPO's allocator: how the step's rollouts were spread
+        out.update({"rollouts/total": float(sum(batch.sizes)), "rollouts/min_per_prompt": float(min(batch.sizes)),
+                    "rollouts/max_per_prompt": float(max(batch.sizes))})  # fmt: skip
     per_group: dict[str, list[float]] = {}
     for e, row in zip(batch.examples, batch.rewards, strict=True):
         per_group.setdefault(e.group, []).extend(v for v in row.tolist() if not math.isnan(v))
