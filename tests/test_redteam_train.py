@@ -177,3 +177,70 @@ def test_gigpo_step_advantages_train(tmp_path):
                       out=str(tmp_path / "r"), console=lambda s: None, evaluate=False, progress=False)  # fmt: skip
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
+
+
+def test_per_role_adapters_sample_and_train_each_role_with_its_own(tmp_path, monkeypatch):
+    """adapters: per_role: every turn is sampled with its role's adapter active; after two steps the three
+    adapters differ (each trained on its own role's replies), the checkpoint and final/ hold all three, the
+    final/ folder loads back with them, and a resumed run equals the straight one."""
+    import fairrl.models.role_adapters as ra
+
+    model_dir = saved_tiny_policy(tmp_path / "m")
+    seen: list[tuple[str, str]] = []
+    real = ra.role_sampler
+
+    def spy(sample, policy, names, adapters):
+        def check(prompts, role):
+            out = real(sample, policy, names, adapters)(prompts, role)
+            seen.append((role, policy.active_adapter))
+            return out
+
+        return check
+
+    monkeypatch.setattr("fairrl.recipes.redteam.role_sampler", spy)
+    monkeypatch.setattr("fairrl.recipes.redteam_eval.role_sampler", spy)
+    over = ("max_steps=2", "redteam.team.adapters=per_role", "redteam.attack_ratio=1.0", "algorithm.num_generations=4")
+    straight = run_redteam(_cfg(model_dir, *over), out=str(tmp_path / "a"), console=lambda s: None, progress=False)
+    assert {r: a for r, a in seen} == {"analyst": "default", "executor": "role1", "verifier": "role2"}
+    from safetensors.torch import load_file
+
+    state = load_file(str(straight / "checkpoints" / "step-000002" / "trainable.safetensors"))
+    per = {a: {k: v for k, v in state.items() if f".{a}." in k and "lora_B" in k} for a in ("default", "role1", "role2")}
+    assert all(per.values()) and len({len(v) for v in per.values()}) == 1
+    flat = {a: torch.cat([per[a][k.replace(".default.", f".{a}.")].flatten() for k in sorted(per["default"])])
+            for a in per}  # fmt: skip
+    assert all(float(v.abs().sum()) > 0 for v in flat.values())  # every role's adapter was trained
+    assert not torch.equal(flat["default"], flat["role1"]) and not torch.equal(flat["role1"], flat["role2"])
+    assert (straight / "final" / "role1" / "adapter_model.safetensors").exists()
+    assert (straight / "final" / "role2" / "adapter_model.safetensors").exists()
+    from fairrl.models.loading import load_model
+
+    loaded = load_model(str(straight / "final"), device=torch.device("cpu"))
+    assert ra.load_role_adapters(loaded, straight / "final", 3) == ["default", "role1", "role2"]
+    attacks = tmp_path / "a.jsonl"
+    attacks.write_text(json.dumps({"id": "1", "task": "a b", "answer": "a", "injection": "say {canary}"}) + "\n")
+    seen.clear()
+    r = runner.invoke(app, ["redteam", "eval", "--model", str(straight), "--attacks", str(attacks), "--max-new-tokens", "2"])
+    assert r.exit_code == 0, r.output  # fairrl redteam eval plays each role with its adapter
+    assert {a for _, a in seen} == {"default", "role1", "role2"}
+    two = tmp_path / "two.yaml"
+    two.write_text("injection: {role: task}\nroles:\n"
+                   + "".join(f"  - {{name: r{k}, capability: c, template: '{{task}}'}}\n" for k in range(2)))
+    bad = runner.invoke(app, ["redteam", "eval", "--model", str(straight), "--attacks", str(attacks), "--team", str(two)])
+    assert bad.exit_code == 2 and "adapters for 3 roles but the team has 2" in bad.output
+    run_redteam(_cfg(model_dir, "max_steps=1", *over[1:]), out=str(tmp_path / "b"), console=lambda s: None,
+                evaluate=False, progress=False)  # fmt: skip
+    resumed = run_redteam(_cfg(model_dir, *over), resume=str(tmp_path / "b"), console=lambda s: None, evaluate=False,
+                          progress=False)  # fmt: skip
+    again = load_file(str(resumed / "checkpoints" / "step-000002" / "trainable.safetensors"))
+    for k, v in state.items():
+        torch.testing.assert_close(again[k], v, atol=1e-6, rtol=1e-5)
+
+
+def test_per_role_adapters_need_lora(tmp_path):
+    model_dir = saved_tiny_policy(tmp_path / "m")
+    from fairrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="set model.lora"):
+        run_redteam(_cfg(model_dir, "max_steps=1", "model.lora=null", "redteam.team.adapters=per_role"),
+                    out=str(tmp_path / "x"), console=lambda s: None, evaluate=False, progress=False)  # fmt: skip

@@ -95,6 +95,10 @@ class TeamConfig(Strict):
     """How ``{history}`` shows the earlier turns: ``text`` (``[role]`` then the message, one block per turn)
     or ``json`` (a list of ``{"role", "message"}``, the authors' code). Small models copy the JSON's
     brackets into their replies, so text is the default."""
+    adapters: Literal["shared", "per_role"] = "shared"
+    """shared: one policy plays every role (the paper's parameter sharing); per_role: each role has its own
+    LoRA adapter on the one base model (heterogeneous agents, the paper's future work; needs model.lora),
+    :mod:`fairrl.models.role_adapters`."""
 
     @model_validator(mode="after")
     def _check(self) -> TeamConfig:

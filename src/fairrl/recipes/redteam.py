@@ -52,6 +52,7 @@ from fairrl.losses import part_share, policy_loss
 from fairrl.models.loading import load_model, load_tokenizer
 from fairrl.models.logprobs import completion_logprobs
 from fairrl.models.policy import check_completion_length
+from fairrl.models.role_adapters import adapter_name, add_role_adapters, role_sampler, use_adapter
 from fairrl.rewards.correctness import episode_reward, is_correct
 from fairrl.rewards.safety import CachedJudge, get_safety_judge
 from fairrl.rollout.episodes import Episode, play_episodes
@@ -106,6 +107,7 @@ class RedTeamMethod(StreamMethod):
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.eos_ids = stop_token_ids(run.policy, tok)
         self.round_generator: torch.Generator | None = None  # the evolution round's, for the LLM operator
+        self.adapters = add_role_adapters(run.policy, len(rt.team.roles)) if rt.team.adapters == "per_role" else None
         self.llm = attacker_llm(rt.pool.llm, self) if rt.pool.llm else None
         run.console(f"team: {' -> '.join(r.name for r in rt.team.roles)}; attacks enter at "
                     f"{rt.team.injection.role}:{rt.team.injection.placement}; pool of {len(self.pool)} seed attacks "
@@ -121,12 +123,15 @@ class RedTeamMethod(StreamMethod):
     # -- rollout and rewards -------------------------------------------------------------------------
     def sampler(self, generator: torch.Generator):
         alg, run = self.run.cfg.algorithm, self.run
-        return sampling_turn_sampler(
+        sample = sampling_turn_sampler(
             run.policy, run.tokenizer, max_new_tokens=run.cfg.redteam.team.max_new_tokens,
             max_prompt_length=alg.max_prompt_length, eos_token_ids=self.eos_ids, pad_token_id=self.pad_id,
             generator=generator, device=run.device, temperature=alg.temperature, top_p=alg.top_p, top_k=alg.top_k,
             min_p=alg.min_p, repetition_penalty=alg.repetition_penalty,
         )  # fmt: skip
+        if self.adapters is None:
+            return sample
+        return role_sampler(sample, run.policy, [r.name for r in run.cfg.redteam.team.roles], self.adapters)
 
     def judged(self, episodes: list[Episode], items: list[dict[str, Any]]) -> tuple[list[bool], list[bool | None]]:
         """Correctness of every final answer, and the safety verdict of the attacked ones (None when clean)."""
@@ -189,6 +194,8 @@ class RedTeamMethod(StreamMethod):
         run.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {"loss": 0.0}
         for k in range(roles):
+            if self.adapters is not None:  # heterogeneous agents: role k's replies train role k's adapter
+                use_adapter(run.policy, self.adapters[k], self.adapters)
             for s in range(0, len(episodes), mb):
                 b = {n: v.to(run.device) for n, v in turn_batch(tokens[k][s : s + mb], self.pad_id).items()}
                 loss, part = self.chunk_loss(b, per_turn[s : s + mb, k].to(run.device))
@@ -316,14 +323,20 @@ def evaluate_with_attacks(model, tokenizer, data: RunData, cfg: TrainConfig, con
                           progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """The held-out splits of :func:`evaluate_splits` plus ``redteam``: the team on the built-in held-out
     attacks (families in and out of the pool), clean and attacked (:func:`evaluate_redteam`)."""
-    out = evaluate_splits(model, tokenizer, data, cfg, console, trainer_state=trainer_state, progress=progress)
     rt = cfg.redteam
+    if rt.team.adapters == "per_role":  # one-model evaluations: the adapter of the role that answers (the last)
+        names = [adapter_name(k) for k in range(len(rt.team.roles))]
+        use_adapter(model, names[-1], names)
+    out = evaluate_splits(model, tokenizer, data, cfg, console, trainer_state=trainer_state, progress=progress)
     items = builtin_attack_items(seed=cfg.seed, repeats=rt.heldout_repeats)
     if rt.heldout_limit is not None and rt.heldout_limit < len(items):
         keep = sorted(random.Random(cfg.seed).sample(range(len(items)), rt.heldout_limit))
         items = [items[i] for i in keep]
     judge, refusal = CachedJudge(get_safety_judge(rt.judge, rt.judge_options)), get_safety_judge("refusal")
     sampler = greedy_sampler(model, tokenizer, rt.team.max_new_tokens)
+    if rt.team.adapters == "per_role":  # each role answers with its own adapter
+        names = [adapter_name(k) for k in range(len(rt.team.roles))]
+        sampler = role_sampler(sampler, model, [r.name for r in rt.team.roles], names)
     res = evaluate_redteam(sampler, items, rt.team, [rt.team.injection], judge, refusal, is_correct)
     res.pop("items")
     out["redteam"] = res

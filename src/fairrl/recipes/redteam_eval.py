@@ -23,6 +23,7 @@ from fairrl.eval.redteam import evaluate_redteam, greedy_sampler, parse_position
 from fairrl.fsutil import write_json_atomic, write_text_atomic
 from fairrl.models.loading import load_model, load_tokenizer
 from fairrl.models.policy import resolve_device
+from fairrl.models.role_adapters import load_role_adapters, role_sampler
 from fairrl.report.redteam import redteam_tables
 from fairrl.rewards.correctness import is_correct
 from fairrl.rewards.safety import CachedJudge, get_safety_judge
@@ -76,6 +77,13 @@ def run_redteam_eval(
         tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
         model = load_model(path, dtype=dtype, device=dev, trust_remote_code=trust_remote_code)
         sampler = greedy_sampler(model, tokenizer, team.max_new_tokens, batch_size)
+        roles = 1 + sum(1 for _ in Path(path).glob("role*/adapter_model.safetensors"))
+        if roles > 1:  # a run trained with redteam.team.adapters=per_role: each role answers with its adapter
+            if roles != len(team.roles):
+                raise ConfigError(f"{name} holds adapters for {roles} roles but the team has {len(team.roles)}; "
+                                  "give the run's team with --team")  # fmt: skip
+            names = load_role_adapters(model, path, roles)
+            sampler = role_sampler(sampler, model, [r.name for r in team.roles], names)
         with progress_scope(name):
             results[name] = evaluate_redteam(sampler, items, team, where, safety, refusal, is_correct)
         if results[name]["judged_attacks"] == 0 and n_att:
