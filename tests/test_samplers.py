@@ -118,3 +118,17 @@ def test_config_validates_the_sampler():
     assert r.exit_code == 0 and "prompt_sampler: vade" in r.output
     bad = CliRunner().invoke(app, ["config", "demo", "--set", "algorithm.prompt_sampler=xrpo2"])
     assert bad.exit_code == 2 and "algorithm.prompt_sampler" in bad.output
+
+
+def test_group_prior_by_hand():
+    """Prompt 0 (group g) solved 3 of 4: the group holds (3, 1), m = (3 + 1) / (4 + 2) = 2/3; with group_prior
+    w = 3 the unseen prompt 1 of g starts at (1 + 3 x 2/3, 1 + 3 x 1/3) = (3, 2); prompt 2 of another group
+    and every prompt with w = 0 start at the prior (1, 1). The group counts survive a state round trip."""
+    ex = _examples(3)
+    ex[2] = Example(prompt_id="p2", prompt=[{"role": "user", "content": "q2"}], group="h", source="toy")
+    s = VadeSampler(ex, seed=0, group_prior=3.0)
+    s.observe([ex[0]], torch.tensor([[1.0, 1.0, 0.0, 1.0]]))
+    assert s.posterior(1) == pytest.approx((3.0, 2.0)) and s.posterior(2) == (1.0, 1.0)
+    assert VadeSampler(ex, seed=0).posterior(1) == (1.0, 1.0)
+    again = VadeSampler(ex, seed=0, state=json.loads(json.dumps(s.state())), group_prior=3.0)
+    assert again.posterior(1) == pytest.approx((3.0, 2.0))

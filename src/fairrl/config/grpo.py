@@ -137,6 +137,9 @@ class AlgorithmConfig(Strict):
     """vade: share of a prompt's old evidence kept when it is observed again (fast decay scale)."""
     vade_forget: float = Field(0.99, ge=0.0, le=1.0)
     """vade: share of every prompt's evidence kept per rollout (slow decay scale; 1 = never forget)."""
+    vade_group_prior: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    """vade: pseudo-rollouts an unseen prompt borrows from its group's (BBQ category, task) success rate; 0 = the
+    paper's per-prompt prior. In a run shorter than an epoch no prompt is seen twice, so only this informs VADE."""
     overlong_buffer: int | None = Field(None, ge=1)
     """DAPO overlong shaping window L_c in tokens (null = off)."""
     overlong_penalty: float = Field(1.0, ge=0.0)

@@ -92,31 +92,46 @@ class VadeSampler:
     (expected Bernoulli reward variance), the MoPPS-style decay and the candidate pool drawn from the epoch
     walk (so every prompt keeps its chance each epoch) are this implementation's reading of the paper's
     description. Candidates not kept are skipped for the epoch; they come back as candidates in the next.
+    In a run shorter than an epoch no prompt is seen twice, so per-prompt posteriors never leave the prior;
+    ``group_prior`` (an extension, off by default) lets an unseen prompt borrow its group's success rate.
     """
 
     def __init__(self, examples: list[Example], seed: int, state: dict[str, Any] | None = None, *,
                  candidates: float = 4.0, success: float = 0.5, prior: tuple[float, float] = (1.0, 1.0),
-                 keep: float = 0.9, forget: float = 0.99):  # fmt: skip
+                 keep: float = 0.9, forget: float = 0.99, group_prior: float = 0.0):  # fmt: skip
         state = state or {}
         self.stream = PromptStream(examples, seed, int(state.get("position", 0)))
         self.examples, self.seed = examples, seed
         self.candidates, self.success, self.prior, self.keep, self.forget = candidates, success, prior, keep, forget
         self.draws = int(state.get("draws", 0))
         self.evidence: dict[int, list[float]] = {int(k): list(v) for k, v in state.get("evidence", {}).items()}
+        self.group_prior = group_prior
+        self.groups: dict[str, list[float]] = {g: list(v) for g, v in state.get("groups", {}).items()}
+        """Per ``Example.group``: decayed successes and failures of all its prompts (for ``group_prior``)."""
         self._index = {id(e): i for i, e in enumerate(examples)}
         self._last: dict[str, float] = {}
 
     @classmethod
     def from_config(cls, alg, examples: list[Example], seed: int, state: dict[str, Any] | None):
         return cls(examples, seed, state, candidates=alg.sampler_candidates, success=alg.sampler_success,
-                   prior=(alg.vade_prior_alpha, alg.vade_prior_beta), keep=alg.vade_keep, forget=alg.vade_forget)
+                   prior=(alg.vade_prior_alpha, alg.vade_prior_beta), keep=alg.vade_keep, forget=alg.vade_forget,
+                   group_prior=alg.vade_group_prior)  # fmt: skip
 
     @property
     def position(self) -> int:
         return self.stream.position
 
     def posterior(self, i: int) -> tuple[float, float]:
-        return tuple(self.evidence.get(i, self.prior))  # type: ignore[return-value]
+        """Prompt ``i``'s Beta; an unseen prompt's is the prior, plus with ``group_prior`` = w > 0 w pseudo-rollouts
+        at its group's smoothed success rate m = (s_g + a0) / (s_g + f_g + a0 + b0): (a0 + w m, b0 + w (1 - m))."""
+        if i in self.evidence:
+            return tuple(self.evidence[i])  # type: ignore[return-value]
+        a0, b0 = self.prior
+        if not self.group_prior or self.examples[i].group not in self.groups:
+            return a0, b0
+        s_g, f_g = self.groups[self.examples[i].group]
+        m = (s_g + a0) / (s_g + f_g + a0 + b0)
+        return a0 + self.group_prior * m, b0 + self.group_prior * (1.0 - m)
 
     def take(self, n: int) -> list[Example]:
         pool = self.stream.take(max(n, math.ceil(self.candidates * n)))
@@ -143,14 +158,18 @@ class VadeSampler:
         a0, b0 = self.prior
         for v in self.evidence.values():  # the slow scale: all evidence fades a little per observation
             v[0], v[1] = a0 + self.forget * (v[0] - a0), b0 + self.forget * (v[1] - b0)
+        for v in self.groups.values():
+            v[0], v[1] = self.forget * v[0], self.forget * v[1]
         r = rewards.detach().float().cpu()  # NaN: no reward (a skipped one, or an empty row of a smaller group)
         wins, seen = (r >= self.success).sum(dim=1).tolist(), (~torch.isnan(r)).sum(dim=1).tolist()  # [P]
         for e, k, n in zip(examples, wins, seen, strict=True):
             i = self._index[id(e)]
             self.evidence[i] = list(beta_update(*self.posterior(i), float(k), float(n - k), self.keep, self.prior))
+            g = self.groups.setdefault(e.group, [0.0, 0.0])
+            g[0], g[1] = g[0] + k, g[1] + (n - k)
 
     def state(self) -> dict[str, Any]:
-        return {"position": self.position, "draws": self.draws,
+        return {"position": self.position, "draws": self.draws, "groups": dict(sorted(self.groups.items())),
                 "evidence": {str(i): v for i, v in sorted(self.evidence.items())}}  # fmt: skip
 
     def stats(self) -> dict[str, float]:
