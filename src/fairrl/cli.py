@@ -330,6 +330,7 @@ def bench(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")] = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward (both sides).")] = False,
     micro_batch: Annotated[int | None, typer.Option(min=1, help="Completions per forward/backward on both sides (divides G or is a multiple of it).")] = None,
+    nproc: Annotated[int | None, typer.Option(min=2, help="Data-parallel scaling instead: fairrl's step on 1 and on N ranks (gloo on CPU, one GPU per rank), tokens/s and scaling efficiency; --prompts must be a multiple of N.")] = None,
 ) -> None:
     """Time fairrl's GRPO step against TRL's GRPOTrainer on the same model and forced token counts."""
     from fairrl.bench.report import format_table
@@ -342,6 +343,18 @@ def bench(
         steps=steps, warmup=warmup, beta=beta, lora=lora, dtype=dtype, device=device, trl=not no_trl, seed=seed,
         threads=threads, gradient_checkpointing=gradient_checkpointing, micro_batch=micro_batch,
     )  # fmt: skip
+    if nproc is not None:  # data-parallel scaling of fairrl's step (fairrl.bench.scaling)
+        from fairrl.bench.scaling import run_scaling, scaling_table
+
+        try:
+            scaling = run_scaling(spec.validate(), nproc, console=_echo)
+        except FairRLError as err:
+            _fail(err)
+        typer.echo("\n" + scaling_table(scaling))
+        if json_out:
+            write_json_atomic(Path(json_out), scaling)
+            typer.echo(f"wrote {json_out}")
+        return
     try:
         report = run_bench(spec, console=_echo)
     except FairRLError as err:

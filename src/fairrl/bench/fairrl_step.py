@@ -33,6 +33,7 @@ from fairrl.bench.workload import REWARD_NAME, BenchSpec, prompt_length
 from fairrl.config import TrainConfig
 from fairrl.data.records import Example
 from fairrl.data.stream import PromptStream
+from fairrl.distributed import current
 from fairrl.models.loading import LoraSettings, apply_lora, enable_gradient_checkpointing
 from fairrl.trainer.grpo_step import GRPOStep, make_reference, step_generator
 from fairrl.trainer.optim import make_optimizer
@@ -95,7 +96,7 @@ class FairrlSide:
             for p in model.parameters():
                 p.requires_grad_(True)
         self.model = model
-        self.grpo = GRPOStep(cfg, model, tokenizer, device, ref_model=make_reference(cfg, model))
+        self.grpo = GRPOStep(cfg, model, tokenizer, device, ref_model=make_reference(cfg, model), ranks=current())
         self.optimizer, self.scheduler = make_optimizer(cfg, model, cfg.optimizer_steps)
         self.clock = PhaseClock(device)
         time_optimizer(self.optimizer, self.clock)
