@@ -147,11 +147,54 @@ def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
     assert done.stdout.count("run folder:") == 1  # rank 0 alone reports
 
 
+def _ppo_rank(rank: int, world: int, rendezvous: str, over: dict, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        _ppo_run(over, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _ppo_run(over: dict, out) -> None:
+    from tests.test_ppo_e2e import _cfg as ppo_cfg
+    from tests.test_ppo_e2e import _run as ppo_run
+
+    torch.manual_seed(0)
+    ppo_run(ppo_cfg(**over), out)
+
+
+@pytest.mark.parametrize("over", [
+    {"algorithm.num_generations": 2, "algorithm.prompts_per_step": 4, "ppo.num_mini_batches": 2},
+    {"algorithm.num_generations": 1, "algorithm.prompts_per_step": 6, "ppo.num_mini_batches": 3,
+     "ppo.critic": "separate", "ppo.critic_warmup_steps": 1, "ppo.kl_coef": 0.0},
+], ids=["shared-critic", "separate-critic-warmup"])  # fmt: skip
+# (kl_coef 0 here: the sampler's log-probs differ by ~1e-7 with the batch's shape, the per-token KL carries
+# that into gradients that are otherwise exactly 0, and AdamW at this test's lr 0.02 turns such noise into
+# full-size steps; the KL reward is computed per row, on each rank's own rows, the same code as one process)
+def test_ppo_on_two_gloo_ranks_equals_one_process(tmp_path, over):
+    """PPO's prompts split across 2 ranks (whitening, mini-batch token totals, gradients and statistics global;
+    a mini-batch may hold prompts of one rank only): the same metrics and weights as one process."""
+    over = {"max_steps": 2, **over}
+    _ppo_run(over, tmp_path / "one")
+    _spawn(_ppo_rank, (2, str(tmp_path / "rdv"), over, str(tmp_path / "two")))
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("reward", "loss", "value_loss", "policy_loss", "kl", "grad_norm", "return_mean",
+                  "value_explained_variance", "num_tokens"):  # fmt: skip
+            if k in ra and isinstance(ra[k], float) and ra[k] == ra[k]:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), k
+    wa, wb = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)
+
+
 def test_other_methods_are_refused_under_torchrun(tmp_path):
-    """PPO still trains in one process: two ranks of it stop with a message, exit 2."""
+    """Evo-MARL still trains in one process: two ranks of it stop with a message, exit 2."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    "-m", "fairrl", "train", "--out", str(tmp_path / "x"), "--set", "method=ppo"],
+                    "-m", "fairrl", "train", "--out", str(tmp_path / "x"), "--set", "method=redteam"],
                    {**env, "OMP_NUM_THREADS": "1"})  # fmt: skip
     text = done.stdout + done.stderr
     assert done.returncode != 0 and "error: data-parallel training (torchrun, 2 ranks) runs methods grpo" in text

@@ -233,3 +233,32 @@ def test_grpo_only_settings_get_a_note():
     notes = check_ppo(load_config(None, ["method=ppo", "algorithm.loss_type=dapo"]))
     assert notes and "algorithm.loss_type" in notes[0]
     assert check_ppo(load_config(None, ["method=ppo"])) == []
+
+
+def test_masked_whiten_over_shards_equals_whole_batch():
+    """Whitening two shards with their totals reduced (as two ranks do) equals whitening the whole batch."""
+    from fairrl.advantages.gae import masked_whiten
+
+    g = torch.Generator().manual_seed(0)
+    x, mask = torch.randn(6, 5, generator=g), (torch.rand(6, 5, generator=g) > 0.3).float()
+    parts = [(x[:2], mask[:2]), (x[2:], mask[2:])]
+    calls: list[list[torch.Tensor]] = [[] for _ in parts]
+
+    def shard_reduce(k):  # each reduce call of shard k gets the matching partial of the other shard
+        def reduce(t):
+            calls[k].append(t)
+            return t + other_partials[1 - k][len(calls[k]) - 1]
+        return reduce
+
+    # the partial sums each shard contributes, in call order: count, sum, then sum of squares around the mean
+    m = mask.bool()
+    n = m.sum().float()
+    mean = torch.where(m, x, 0.0).sum() / n
+    other_partials = [
+        [m[:2].sum().float().reshape(1), torch.where(m[:2], x[:2], 0.0).sum().reshape(1),
+         (torch.where(m[:2], x[:2] - mean, 0.0) ** 2).sum().reshape(1)],
+        [m[2:].sum().float().reshape(1), torch.where(m[2:], x[2:], 0.0).sum().reshape(1),
+         (torch.where(m[2:], x[2:] - mean, 0.0) ** 2).sum().reshape(1)],
+    ]  # fmt: skip
+    got = torch.cat([masked_whiten(xs, ms, reduce=shard_reduce(k)) for k, (xs, ms) in enumerate(parts)])
+    torch.testing.assert_close(got, masked_whiten(x, mask), atol=1e-6, rtol=1e-5)

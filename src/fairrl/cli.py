@@ -63,7 +63,7 @@ TRAIN_METHODS = {
     "redteam": ("fairrl.recipes.redteam", "run_redteam"),
 }
 """``method:`` -> (module, function) of the recipe that trains it, imported when used."""
-PARALLEL_METHODS = ("grpo", "sft", "kd", "dpo")
+PARALLEL_METHODS = ("grpo", "ppo", "sft", "kd", "dpo")
 """Methods that train on several ranks under ``torchrun`` (:mod:`fairrl.distributed`)."""
 
 

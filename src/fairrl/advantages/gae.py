@@ -31,6 +31,8 @@ TRL is not installed). Deviations from TRL's later ``PPOTrainer`` (0.12+, now ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from fairrl.errors import ConfigError
@@ -108,12 +110,17 @@ def gae(
     return advantages, (advantages + values) * m
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = WHITEN_EPS) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps) over the real tokens (unbiased var, as TRL), 0 on padding ``[B, T]``."""
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = WHITEN_EPS,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """(x - mean) / sqrt(var + eps) over the real tokens (unbiased var, as TRL), 0 on padding ``[B, T]``.
+
+    ``reduce`` sums a small tensor over data-parallel ranks (:meth:`fairrl.distributed.Ranks.sum`), so the mean
+    and variance are those of every rank's tokens together (the same two passes, each total reduced)."""
     _check(mask, x=x)
+    total = reduce or (lambda t: t)
     m = mask.bool()
-    n = m.sum()
-    mean = torch.where(m, x, 0.0).sum() / n.clamp(min=1)
+    n = total(m.sum().reshape(1).to(x.dtype).cpu()).to(x.device)[0]
+    mean = total(torch.where(m, x, 0.0).sum().reshape(1).cpu()).to(x.device)[0] / n.clamp(min=1)
     centred = torch.where(m, x - mean, 0.0)
-    var = (centred**2).sum() / (n - 1).clamp(min=1)
+    var = total((centred**2).sum().reshape(1).cpu()).to(x.device)[0] / (n - 1).clamp(min=1)
     return centred * torch.rsqrt(var + eps)

@@ -18,6 +18,7 @@ from fairrl.config.grpo import TrainConfig
 from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.stream import PromptStream
+from fairrl.distributed import current
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
@@ -28,7 +29,7 @@ from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.completions import completion_rows, format_completions
 from fairrl.trainer.grpo_step import batch_metrics, step_generator
 from fairrl.trainer.guard import step_guard
-from fairrl.trainer.logging import MetricsLogger
+from fairrl.trainer.logging import MetricsLogger, NullLogger
 from fairrl.trainer.ppo_step import PPOStep, check_ppo, make_ppo_optimizer, make_ppo_reference
 from fairrl.trainer.run import abandon_run, begin_run, plan_run, save_final
 from fairrl.trainer.trackers import require_trackers
@@ -46,10 +47,14 @@ def run_ppo(
     overwrite: bool = False,
 ) -> Path:
     """Train (or resume) a PPO run and write its folder; returns the run folder (arguments as
-    :func:`fairrl.recipes.grpo.run_training`)."""
+    :func:`fairrl.recipes.grpo.run_training`). Under ``torchrun`` every rank rolls out and trains its share
+    of each step's prompts (:class:`~fairrl.trainer.ppo_step.PPOStep`); rank 0 alone writes the folder."""
     notes = check_ppo(cfg)  # settings PPO cannot honour fail before anything loads
+    ranks = current()
     folder = plan_run(cfg, out, resume, overwrite, console)
     run_dir = folder.path
+    ranks.shard(cfg.algorithm.prompts_per_step)  # the prompts of a step must split evenly
+    ranks.barrier()  # every rank has checked the folder before rank 0 writes into it
     device = resolve_device(cfg.model.device)
     for note in notes:
         console(note)
@@ -66,30 +71,35 @@ def run_ppo(
     console(f"model {cfg.model.name_or_path} on {device}: {trainable:,} trainable of {total:,} parameters "
             f"({time.perf_counter() - t0:.0f}s to load)")
 
-    begin_run(folder, cfg, console)
+    if ranks.main:
+        begin_run(folder, cfg, console)
     before_path = run_dir / "eval_before.json"
     try:  # a startup failure from here on removes a folder this run created (abandon_run)
-        if evaluate and data.evals and not before_path.exists():
+        if ranks.any(ranks.main and evaluate and bool(data.evals) and not before_path.exists()):
             console("evaluating the starting model ...")
-            before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress)
-            write_json_atomic(before_path, before)
+            before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress and ranks.main)
+            if ranks.main:
+                write_json_atomic(before_path, before)
 
         ac = ActorCritic(policy, cfg.ppo.critic)  # the separate critic copies the model before any update
         n_critic = sum(p.numel() for p in ac.critic_parameters())
         console(f"critic ({cfg.ppo.critic}): {n_critic:,} trainable parameters of its own")
-        step_fn = PPOStep(cfg, ac, tokenizer, device, ref_model=make_ppo_reference(cfg, policy))
+        step_fn = PPOStep(cfg, ac, tokenizer, device, ref_model=make_ppo_reference(cfg, policy), ranks=ranks)
         optimizer, scheduler = make_ppo_optimizer(cfg, ac)
         state = resume_checkpoint(run_dir, ac, optimizer, scheduler, console) if folder.resume else None
     except BaseException:
-        abandon_run(folder)
+        if ranks.main:
+            abandon_run(folder)
         raise
+    ranks.barrier()
     start, position = (state["step"], state["position"]) if state else (0, 0)
     stream = PromptStream(data.train, cfg.seed, position)
-    logger = MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
+    logger = (MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
+              if ranks.main else NullLogger())  # fmt: skip
     names = cfg.rewards.labels()
     deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
     step = start
-    bar = progress_bar(cfg.max_steps, start, "ppo", enabled=progress)
+    bar = progress_bar(cfg.max_steps, start, "ppo", enabled=progress and ranks.main)
     try:
         while step < cfg.max_steps:
             t_step = time.perf_counter()
@@ -105,10 +115,10 @@ def run_ppo(
             step += 1
             metrics["step_time"] = time.perf_counter() - t_step
             metrics["time/generate"] = t_gen
-            out_of_time = deadline is not None and time.perf_counter() > deadline
+            out_of_time = ranks.any(deadline is not None and time.perf_counter() > deadline)
             if step % cfg.logging_steps == 0 or step == cfg.max_steps or out_of_time:
                 logger.log(step, metrics)
-            if cfg.log_completions and step % cfg.log_completions_steps == 0:
+            if ranks.main and cfg.log_completions and step % cfg.log_completions_steps == 0:
                 rows = completion_rows(batch, names)
                 logger.log_completions(step, rows)
                 if cfg.num_completions_to_print != 0:
@@ -116,7 +126,7 @@ def run_ppo(
                     console(format_completions(step, rows, cfg.num_completions_to_print, G))
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", value_loss=f"{metrics['value_loss']:.3f}")
-            if step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time:
+            if ranks.main and (step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time):
                 save_checkpoint(run_dir, step, ac, optimizer, scheduler, {"position": stream.position},
                                 keep=cfg.keep_checkpoints)
             if out_of_time:
@@ -125,11 +135,14 @@ def run_ppo(
     finally:
         bar.close()
         logger.close()
-    save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
+    if ranks.main:
+        save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
     if evaluate and data.evals:
         console("evaluating the trained model ...")
-        after = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress,
+        after = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress and ranks.main,
                                 trainer_state=step_fn.progress(step, stream))  # fmt: skip
+        if not ranks.main:  # rank 0 writes the results
+            return run_dir
         write_json_atomic(run_dir / "eval_after.json", after)
         before = json.loads(before_path.read_text()) if before_path.exists() else {}
         write_json_atomic(run_dir / "summary.json", {"steps": step, "before": before, "after": after})

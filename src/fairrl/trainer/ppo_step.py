@@ -33,6 +33,7 @@ import torch
 
 from fairrl.advantages.gae import gae, masked_whiten, token_rewards
 from fairrl.config.grpo import TrainConfig
+from fairrl.distributed import Ranks
 from fairrl.errors import ConfigError
 from fairrl.losses import policy_loss, value_loss
 from fairrl.models.value_head import ActorCritic
@@ -101,11 +102,15 @@ def shuffle_generator(seed: int, step: int) -> torch.Generator:
 class PPOStep:
     """Everything one PPO step needs, built once per run."""
 
-    def __init__(self, cfg: TrainConfig, ac: ActorCritic, tokenizer, device: torch.device, ref_model=None):
+    def __init__(self, cfg: TrainConfig, ac: ActorCritic, tokenizer, device: torch.device, ref_model=None,
+                 ranks: Ranks | None = None):  # fmt: skip
         self.cfg, self.alg, self.ppo = cfg, cfg.algorithm, cfg.ppo
         self.ac = ac
         self.device = device
-        self.sampler = GRPOStep(cfg, ac.policy, tokenizer, device, ref_model=ref_model)
+        self.ranks = ranks or Ranks()
+        """Data-parallel ranks: each rolls out and trains its share of the prompts (whole groups); the
+        advantage whitening, the mini-batches' token totals, gradients and statistics are global."""
+        self.sampler = GRPOStep(cfg, ac.policy, tokenizer, device, ref_model=ref_model, ranks=self.ranks)
         """Prompt encoding, sampling, reward scoring and reference log-probs, as in GRPO."""
         self.collect = self.sampler.collect
         self.progress = self.sampler.progress
@@ -123,7 +128,8 @@ class PPOStep:
     def advantages(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss mask, V_old, advantages and returns of a batch (all ``[P*G, Lc]``) and the per-token KL."""
         r = batch.rollout
-        scores = batch.rewards.reshape(-1).to(self.device)  # [P*G]
+        own = batch.rewards if batch.shard is None else batch.rewards[batch.shard]  # this rank's prompts
+        scores = own.reshape(-1).to(self.device)  # [P*G]
         keep = ~torch.isnan(scores)
         if self.alg.mask_truncated_completions:
             keep &= ~r.truncated.to(self.device)
@@ -135,7 +141,7 @@ class PPOStep:
                                     self.ppo.kl_estimator)  # fmt: skip
         adv, returns = gae(rewards, old_values, mask, self.ppo.gamma, self.ppo.lam)
         if self.ppo.whiten_advantages:
-            adv = masked_whiten(adv, mask)
+            adv = masked_whiten(adv, mask, reduce=self.ranks.sum if self.ranks.active else None)
         return {"mask": mask, "old_values": old_values, "advantages": adv, "returns": returns, "kl": kl}
 
     def update(self, batch: Batch, optimizer, scheduler, step: int) -> dict[str, float]:
@@ -147,11 +153,15 @@ class PPOStep:
         self.ac.train()
         sums: dict[str, float] = defaultdict(float)
         updates = 0
+        mine = batch.shard or slice(0, r.prompt_ids.shape[0])  # this rank's prompts among the step's
+        step_tokens = float(self.ranks.sum(t["mask"].sum().reshape(1).cpu()))
         for epoch in range(self.ppo.ppo_epochs):
-            order = torch.randperm(r.prompt_ids.shape[0], generator=gen).to(self.device)
-            for prompts in order.tensor_split(self.ppo.num_mini_batches):
+            order = torch.randperm(len(batch.examples), generator=gen)  # the same global order on every rank
+            for chosen in order.tensor_split(self.ppo.num_mini_batches):
+                local = chosen[(chosen >= mine.start) & (chosen < mine.stop)] - mine.start  # this rank's part
+                prompts = local.to(self.device)
                 rows = (prompts[:, None] * G + torch.arange(G, device=self.device)).reshape(-1)  # [m*G]
-                stats = self.mini_batch(r, t, prompts, rows, warmup, epoch == 0, optimizer)
+                stats = self.mini_batch(r, t, prompts, rows, warmup, epoch == 0, optimizer, step_tokens)
                 scheduler.step()
                 updates += 1
                 for k, v in stats.items():
@@ -164,7 +174,7 @@ class PPOStep:
         return out
 
     def mini_batch(self, r: Rollout, t: dict[str, torch.Tensor], prompts: torch.Tensor, rows: torch.Tensor,
-                   warmup: bool, with_entropy: bool, optimizer) -> dict[str, float]:  # fmt: skip
+                   warmup: bool, with_entropy: bool, optimizer, step_tokens: float) -> dict[str, float]:  # fmt: skip
         """One optimiser step on the completions of ``prompts`` (micro-batched); returns its statistics.
 
         ``entropy`` comes back already weighted by this mini-batch's share of the step's tokens.
@@ -174,10 +184,10 @@ class PPOStep:
         cids, cmask = r.completion_ids[rows], r.completion_mask[rows]
         sub = {k: v[rows] for k, v in t.items()}
         sub["old_logp"] = r.logprobs[rows]
-        total = float(sub["mask"].sum())
+        total = float(self.ranks.sum(sub["mask"].sum().reshape(1).cpu()))  # the mini-batch's tokens, all ranks
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = defaultdict(float)
-        for c in micro_batches(prompts.shape[0], r.group_size, alg.micro_batch_size):
+        for c in micro_batches(prompts.shape[0], r.group_size, alg.micro_batch_size) if prompts.numel() else []:
             args = (ids[c.prompts], pmask[c.prompts], cids[c.rows], cmask[c.rows], c.group_size)
             mask = sub["mask"][c.rows]
             share = float(mask.sum()) / max(total, 1.0)  # token share: exact gradient accumulation
@@ -197,8 +207,7 @@ class PPOStep:
                 for k, v in pstats.items():
                     sums[k] += share * float(v)
                 if entropy is not None:
-                    step_share = float(mask.sum()) / max(float(t["mask"].sum()), 1.0)
-                    sums["entropy"] += step_share * float(entropy)
+                    sums["entropy"] += float(mask.sum()) / max(step_tokens, 1.0) * float(entropy)
             vloss, vstats = value_loss(values, sub["old_values"][c.rows], sub["returns"][c.rows], mask,
                                        ppo.cliprange_value)  # fmt: skip
             loss = loss + ppo.vf_coef * vloss
@@ -208,6 +217,10 @@ class PPOStep:
             for k, v in vstats.items():
                 sums[k] += share * float(v)
         params = [p for p in self.ac.parameters() if p.requires_grad]
+        self.ranks.sum_gradients(params)  # the mini-batch's gradient over every rank's share
+        if self.ranks.active:  # statistics weighted by global token shares: their sum over ranks is the batch's
+            keys = sorted({k for ks in self.ranks.gather_objects(sorted(sums)) for k in ks})  # a rank may hold no prompt
+            sums = defaultdict(float, self.ranks.sum_floats({k: sums.get(k, 0.0) for k in keys}))
         grad_norm = clip_gradients(params, self.cfg.max_grad_norm)
         check_value("loss", sums["loss"])  # before the step: a NaN here would reach every weight
         check_value("gradient norm", grad_norm)
@@ -219,14 +232,15 @@ class PPOStep:
     def rollout_stats(self, t: dict[str, torch.Tensor]) -> dict[str, float]:
         """KL to the reference, values, returns and how much of the returns' variance V_old explains."""
         m = t["mask"].bool()
-        n = max(int(m.sum()), 1)
-        rows = max(int(m.any(-1).sum()), 1)
-        kl_seq = float(t["kl"].sum()) / rows  # TRL objective/kl: per-sequence sum, mean over sequences
-        ret, val = t["returns"][m], t["old_values"][m]
+        parts = self.ranks.gather_objects((float(t["kl"].sum()), int(m.sum()), int(m.any(-1).sum()),
+                                           t["returns"][m].cpu(), t["old_values"][m].cpu()))  # fmt: skip
+        kl_sum, n, rows = sum(p[0] for p in parts), max(sum(p[1] for p in parts), 1), max(sum(p[2] for p in parts), 1)
+        kl_seq = kl_sum / rows  # TRL objective/kl: per-sequence sum, mean over sequences
+        ret, val = torch.cat([p[3] for p in parts]), torch.cat([p[4] for p in parts])
         var = float(ret.var()) if ret.numel() > 1 else 0.0
         explained = 1.0 - float((ret - val).var()) / var if var > 0 else float("nan")
         return {
-            "kl": float(t["kl"].sum()) / n,
+            "kl": kl_sum / n,
             "objective/kl": kl_seq,
             "objective/non_score_reward": -self.ppo.kl_coef * kl_seq,
             "return_mean": float(ret.mean()) if ret.numel() else 0.0,
