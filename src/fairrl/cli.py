@@ -343,23 +343,18 @@ def bench(
         steps=steps, warmup=warmup, beta=beta, lora=lora, dtype=dtype, device=device, trl=not no_trl, seed=seed,
         threads=threads, gradient_checkpointing=gradient_checkpointing, micro_batch=micro_batch,
     )  # fmt: skip
-    if nproc is not None:  # data-parallel scaling of fairrl's step (fairrl.bench.scaling)
-        from fairrl.bench.scaling import run_scaling, scaling_table
-
-        try:
-            scaling = run_scaling(spec.validate(), nproc, console=_echo)
-        except FairRLError as err:
-            _fail(err)
-        typer.echo("\n" + scaling_table(scaling))
-        if json_out:
-            write_json_atomic(Path(json_out), scaling)
-            typer.echo(f"wrote {json_out}")
-        return
     try:
-        report = run_bench(spec, console=_echo)
+        if nproc is not None:  # data-parallel scaling of fairrl's step (fairrl.bench.scaling)
+            from fairrl.bench.scaling import run_scaling, scaling_table
+
+            report = run_scaling(spec.validate(), nproc, console=_echo)
+            table = scaling_table(report)
+        else:
+            report = run_bench(spec, console=_echo)
+            table = format_table(report)
     except FairRLError as err:
         _fail(err)
-    typer.echo("\n" + format_table(report))
+    typer.echo("\n" + table)
     if json_out:
         write_json_atomic(Path(json_out), report)
         typer.echo(f"wrote {json_out}")
