@@ -46,6 +46,7 @@ def test_ratio_sets_the_debiasing_share_and_keeps_the_others_proportions():
 def test_parsers_name_the_problem():
     assert parse_methods("sft, grpo,sft") == ["sft", "grpo"]
     assert parse_ratios(None) == [None] and parse_ratios("0.2,0.5") == [0.2, 0.5]
+    assert parse_ratios("config, 0.2,config") == [None, 0.2]
     with pytest.raises(ConfigError, match="--methods takes"):
         parse_methods("grpo,rlhf")
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
@@ -107,6 +108,7 @@ def test_compare_end_to_end_resumes_and_refuses_another_budget(tmp_path):
     for row in ("| starting model | 2 |", "| grpo | 2 |", "| dpo | 2 |", "held-out templates: bias rate",
                 "reasoning: retained %", "## Training reward per group", "| sft | 4 | 8 |"):  # fmt: skip
         assert row in text, row
+    assert "debias share" not in text  # one mixture: no share column
     assert (out / "pareto.png").stat().st_size > 1000
     assert (out / "sft" / "seeds_report.md").exists()
     again = runner.invoke(app, _args(model_dir, out))
@@ -117,12 +119,16 @@ def test_compare_end_to_end_resumes_and_refuses_another_budget(tmp_path):
 
 def test_compare_ratio_sweep_writes_one_arm_per_share(tmp_path):
     model_dir, out = saved_tiny_policy(tmp_path / "m"), tmp_path / "ratios"
-    result = runner.invoke(app, _args(model_dir, out, "sft", "--ratios", "0.2,0.5", seeds="0"))
+    result = runner.invoke(app, _args(model_dir, out, "sft", "--ratios", "config,0.2,0.8", seeds="0"))
     assert result.exit_code == 0, result.output
-    for name, w in (("sft-debias20", [0.2, 0.8]), ("sft-debias50", [0.5, 0.5])):
+    for name, w in (("sft", [1.0, 1.0]), ("sft-debias20", [0.2, 0.8]), ("sft-debias80", [0.8, 0.2])):
         cfg = yaml.safe_load((out / name / "seed-0" / "config.yaml").read_text())
         assert [s["weight"] for s in cfg["data"]["sources"]] == pytest.approx(w)
-    assert "| sft-debias20 | 1 |" in (out / "compare.md").read_text()
+    text = (out / "compare.md").read_text()
+    # each arm's debiasing share is a column: the config's own mixture is 1 : 1 here
+    assert "| arm | seeds | debias share |" in text
+    for row in ("| starting model | 1 | - |", "| sft | 1 | 0.50 |", "| sft-debias20 | 1 | 0.20 |", "| sft-debias80 | 1 | 0.80 |"):
+        assert row in text, row
 
 
 def test_compare_refuses_method_and_max_steps_overrides(tmp_path):

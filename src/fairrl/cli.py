@@ -183,7 +183,7 @@ def compare(
     methods: Annotated[str, typer.Option(help="Comma list of grpo, ppo, dpo, sft, kd.")] = "grpo,ppo,dpo,sft,kd",
     seeds: Annotated[str, typer.Option(help="Seeds of every arm: 0,1,2 or 0-4.")] = "0,1,2",
     budget: Annotated[int | None, typer.Option(min=1, help="Training sequences per run (default: the config's max_steps of GRPO).")] = None,
-    ratios: Annotated[str | None, typer.Option(help="Debiasing shares of the data mixture to sweep, e.g. 0.2,0.5 (default: the config's).")] = None,
+    ratios: Annotated[str | None, typer.Option(help="Debiasing shares of the data mixture to sweep, e.g. config,0.2,0.5 (config: the config's own mixture; the default).")] = None,
     out: Annotated[str, typer.Option(help="Comparison folder (rerun the same command to resume).")] = "runs/compare",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the config, for every arm.")] = None,
     jobs: JobsOption = 1,

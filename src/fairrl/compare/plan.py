@@ -97,14 +97,15 @@ def parse_methods(text: str) -> list[str]:
 
 
 def parse_ratios(text: str | None) -> list[float | None]:
-    """``"0.2,0.5"`` -> [0.2, 0.5]; None -> [None] (the config's own mixture)."""
+    """``"0.2,0.5"`` -> [0.2, 0.5]; None -> [None] (the config's own mixture); the word ``config`` in the list
+    is that mixture too, so ``"config,0.2"`` puts the config's arm and a 20 % arm in one table."""
     if not text:
         return [None]
     try:
-        ratios = [float(r) for r in text.split(",") if r.strip()]
+        ratios = [None if r.strip() == "config" else float(r) for r in text.split(",") if r.strip()]
     except ValueError:
-        raise ConfigError(f"--ratios takes debiasing shares like 0.2,0.5, got {text!r}") from None
-    bad = [r for r in ratios if not 0.0 < r < 1.0]
+        raise ConfigError(f"--ratios takes debiasing shares like 0.2,0.5 (or config), got {text!r}") from None
+    bad = [r for r in ratios if r is not None and not 0.0 < r < 1.0]
     if not ratios or bad:
         raise ConfigError(f"--ratios: each share must lie strictly between 0 and 1, got {text!r}")
     return list(dict.fromkeys(ratios))
@@ -128,6 +129,13 @@ def parse_variants(texts: list[str] | None) -> list[Variant | None]:
             raise ConfigError(f"--variant {name} is given twice; give each variant its own name")
         out[name] = Variant(name, sets)
     return list(out.values())
+
+
+def bbq_share(cfg: TrainConfig) -> float | None:
+    """The BBQ sources' share of the config's training stream (None without both BBQ and other sources)."""
+    bbq = sum(s.weight for s in cfg.data.sources if s.kind == "bbq")
+    rest = sum(s.weight for s in cfg.data.sources if s.kind != "bbq")
+    return bbq / (bbq + rest) if bbq and rest else None
 
 
 def mixture_overrides(cfg: TrainConfig, ratio: float) -> list[str]:

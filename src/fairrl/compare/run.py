@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from fairrl.compare.plan import Arm, Variant, plan_arms, sequences_per_step
+from fairrl.compare.plan import Arm, Variant, bbq_share, plan_arms, sequences_per_step
 from fairrl.config import load_config
 from fairrl.config.base import dump_config
 from fairrl.errors import ConfigError
@@ -67,9 +67,10 @@ def run_compare(
         console(f"\n##### arm {i}/{len(arms)}: {arm.name} ({arm.steps} steps x {arm.sequences_per_step} "
                 f"sequences) -> {root / arm.name}")  # fmt: skip
         run_seeds(config, [*overrides, *arm.overrides(cfg)], seeds, root / arm.name, train_one, console, jobs)
-    return write_compare_report(root, _runs(root, arms, seeds), spent)
+    return write_compare_report(root, _runs(root, arms, seeds, bbq_share(cfg)), spent)
 
 
-def _runs(root: Path, arms: list[Arm], seeds: list[int]) -> dict[str, dict]:
+def _runs(root: Path, arms: list[Arm], seeds: list[int], config_share: float | None) -> dict[str, dict]:
     return {a.name: {"method": a.method, "ratio": a.ratio, "steps": a.steps, "sequences_per_step": a.sequences_per_step,
+                     "share": config_share if a.ratio is None else a.ratio,
                      "runs": {s: seed_folder(root / a.name, s) for s in seeds}} for a in arms}  # fmt: skip

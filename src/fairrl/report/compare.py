@@ -117,7 +117,8 @@ def collect(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                               "runs": {s: v.get(k, (None,))[0] for s, v in per_run.items()}}  # fmt: skip
         group_names = sorted({g for x in groups for g in x})
         out[name] = {
-            "method": arm["method"], "ratio": arm["ratio"], "seeds": sorted(per_run), "metrics": metrics_out,
+            "method": arm["method"], "ratio": arm["ratio"], "share": arm.get("share"), "seeds": sorted(per_run),
+            "metrics": metrics_out,
             "planned_steps": arm["steps"], "sequences_per_step": arm["sequences_per_step"],
             "costs": {k: statistics.fmean(v) if (v := [c[k] for c in cost if c.get(k) is not None]) else None
                       for k in ("steps", "tokens", "seconds", "zero_std")},
@@ -159,6 +160,8 @@ def headline_columns(collected: dict[str, dict[str, Any]]) -> list[tuple[str, st
 
 def compare_markdown(collected: dict[str, dict[str, Any]], budget: int) -> str:
     cols = headline_columns(collected)
+    shares = [a.get("share") for a in collected.values()]
+    share = len(set(shares)) > 1  # a --ratios sweep: say each arm's debiasing share
     lines = [
         "# fairrl compare: training strategies at an equal budget",
         "",
@@ -167,15 +170,17 @@ def compare_markdown(collected: dict[str, dict[str, Any]], budget: int) -> str:
         "rate on ambiguous BBQ items (FairReason; lower is better); retained % = reasoning accuracy after / "
         "before x 100 (FairReason's bar: 88).",
         "",
-        "| arm | seeds | " + " | ".join(t for t, _ in cols) + " | collapsed seeds |",
-        "|---|---|" + "---|" * len(cols) + "---|",
+        "| arm | seeds | " + ("debias share | " if share else "") + " | ".join(t for t, _ in cols) + " | collapsed seeds |",
+        "|---|---|" + "---|" * (len(cols) + share) + "---|",
     ]
     first = next(iter(collected.values()), None)
     if first:
         start = [_cell(first["metrics"].get(f"start:{k}")) for _, k in cols]
-        lines.append(f"| starting model | {len(first['seeds'])} | " + " | ".join(start) + " | |")
+        lines.append(f"| starting model | {len(first['seeds'])} | " + ("- | " if share else "") + " | ".join(start) + " | |")
     for name, a in collected.items():
         cells = [_cell(a["metrics"].get(k)) for _, k in cols]
+        if share:
+            cells.insert(0, "-" if a.get("share") is None else f"{a['share']:.2f}")
         lines.append(f"| {name} | {len(a['seeds'])} | " + " | ".join(cells) + f" | {', '.join(map(str, a['collapsed']))} |")
     lines += ["", "## Cost per run (mean over seeds)", "",
               "| arm | optimiser steps | training sequences | tokens of those sequences | training minutes | "
