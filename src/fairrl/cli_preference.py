@@ -41,8 +41,11 @@ def _preference_run(kind: str, config: str | None, overrides: list[str], resume:
         else:
             from fairrl.config import DPOTrainConfig as schema
             from fairrl.recipes.dpo import run_dpo as run
-        run(_preference_config(config, overrides, resume, schema), out=out, resume=resume, console=_echo,
-            overwrite=overwrite)
+        from fairrl.distributed import init_from_env
+
+        ranks = init_from_env()  # under torchrun / accelerate launch: each rank trains a share of each batch
+        run(_preference_config(config, overrides, resume, schema), out=out, resume=resume,
+            console=_echo if ranks.main else lambda s: None, overwrite=overwrite, progress=ranks.main)
     except FairRLError as err:
         _fail(err)
 

@@ -119,6 +119,23 @@ class Ranks:
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
 
+    def split(self, n: int) -> slice:
+        """This rank's contiguous block of ``n`` items when ``n`` need not split evenly (sizes differ by at
+        most one, larger blocks first, as ``torch.tensor_split``); a rank may get none."""
+        per, extra = divmod(n, self.world)
+        start = self.rank * per + min(self.rank, extra)
+        return slice(start, start + per + (self.rank < extra))
+
+    def gather_with_grad(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's 1-D ``t`` (lengths may differ) concatenated in rank order, differentiable with
+        respect to this rank's part: the backward hands this rank the gradient of its own slice and sends
+        nothing. That is exact when every rank computes the same loss from the gathered tensor (a batch
+        objective such as a fairness term): rank r's parameters then get dL/dt_r dt_r/dtheta, and
+        :meth:`sum_gradients` adds the ranks' parts into dL/dtheta."""
+        if not self.active:
+            return t
+        return _GatherOwnGrad.apply(t, self)
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
@@ -126,6 +143,23 @@ class Ranks:
     def _device(self) -> torch.device:
         # NCCL moves CUDA tensors only; gloo takes CPU tensors
         return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+class _GatherOwnGrad(torch.autograd.Function):
+    """:meth:`Ranks.gather_with_grad`: all-gather (padded to the longest part) forward, own slice backward."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+        sizes = [int(n) for n in ranks.gather(torch.tensor([t.shape[0]], dtype=torch.long)).tolist()]
+        padded = t.new_zeros((max(sizes), *t.shape[1:]))
+        padded[: t.shape[0]] = t
+        parts = ranks.gather(padded).split(max(sizes))
+        ctx.start, ctx.size = sum(sizes[: ranks.rank]), t.shape[0]
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad[ctx.start : ctx.start + ctx.size], None
 
 
 def my_share(batches: list, ranks: Ranks | None = None) -> list:

@@ -26,6 +26,7 @@ import torch
 from fairrl.config.preference import DPOTrainConfig
 from fairrl.console import Console
 from fairrl.data.preferences import PreferencePair, PreferenceSplits
+from fairrl.distributed import current
 from fairrl.eval.preference import evaluate_learner, preference_metrics
 from fairrl.losses.preference import dpo_loss, dpo_margins
 from fairrl.models.loading import count_parameters
@@ -132,12 +133,15 @@ def run_dpo(cfg: DPOTrainConfig, out: str | None = None, resume: str | None = No
             f"objective {cfg.fairness.kind}, beta {cfg.beta}")  # fmt: skip
     groups = [p.group for p in run.splits.heldout]
     extra = {}
-    if run.splits.heldout:
+    main = current().main  # under torchrun every rank trains its share of each batch; rank 0 evaluates and writes
+    if run.splits.heldout and main:
         before = learner.reference_preferences(run.splits.heldout)
         extra["logp_before"] = preference_metrics(before, groups, n_boot=cfg.n_boot, seed=cfg.seed)
     t0 = time.perf_counter()
     steps = train_pairs(run, learner, console, progress=progress)
     seconds = time.perf_counter() - t0
+    if not main:
+        return run.run_dir
     console(f"trained {steps} steps in {seconds:.0f}s; evaluating ...")
     if run.splits.heldout:
         after = learner.policy_preferences(run.splits.heldout)[1]

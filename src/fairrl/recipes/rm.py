@@ -15,6 +15,7 @@ import torch
 from fairrl.config.preference import RMTrainConfig
 from fairrl.console import Console
 from fairrl.data.preferences import PreferencePair
+from fairrl.distributed import current
 from fairrl.eval.preference import evaluate_learner
 from fairrl.losses.preference import bradley_terry_loss
 from fairrl.models.loading import LoraSettings, apply_lora
@@ -82,7 +83,9 @@ def build_rm_learner(cfg: RMTrainConfig) -> RMLearner:
 
 def run_rm(cfg: RMTrainConfig, out: str | None = None, resume: str | None = None, console: Console = print,
            progress: bool = True, learner: RMLearner | None = None, overwrite: bool = False) -> Path:  # fmt: skip
-    """Train (or resume) a reward model, evaluate it per group and write its report; returns the run folder."""
+    """Train (or resume) a reward model, evaluate it per group and write its report; returns the run folder.
+    Under ``torchrun`` every rank trains on its share of each batch (:func:`~fairrl.trainer.pairs.train_step`)
+    and rank 0 alone writes the folder and evaluates."""
     from fairrl.report.preference import write_preference_report
 
     run = prepare_run(cfg, "rm", out, resume, console, overwrite=overwrite)
@@ -93,6 +96,8 @@ def run_rm(cfg: RMTrainConfig, out: str | None = None, resume: str | None = None
     t0 = time.perf_counter()
     steps = train_pairs(run, learner, console, progress=progress)
     seconds = time.perf_counter() - t0
+    if not current().main:  # under torchrun rank 0 evaluates and writes the results
+        return run.run_dir
     console(f"trained {steps} steps in {seconds:.0f}s; evaluating ...")
     evaluation = evaluate_learner(learner, run.splits, cfg.n_boot, cfg.seed, progress=progress)
     finish_run(run, learner, steps, seconds, evaluation)

@@ -36,12 +36,13 @@ from fairrl.data.preferences import (
     group_source_counts,
     split_pairs,
 )
+from fairrl.distributed import Ranks, current
 from fairrl.fsutil import atomic_directory, write_json_atomic
 from fairrl.losses.fairness import FairnessSettings, fair_preference_loss
 from fairrl.losses.group_fairness import PairGroups, dro_update
 from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.guard import NonFiniteError, check_value, check_weights, step_guard
-from fairrl.trainer.logging import MetricsLogger
+from fairrl.trainer.logging import MetricsLogger, NullLogger
 from fairrl.trainer.optim import clip_gradients, make_optimizer
 from fairrl.trainer.pair_batches import batch_at, epoch_order  # noqa: F401  (epoch_order: re-exported)
 from fairrl.trainer.run import RunFolder, abandon_run, begin_run, plan_run
@@ -121,12 +122,28 @@ class GroupState:
 
 def train_step(learner: PairLearner, pairs: Sequence[PreferencePair], settings: FairnessSettings,
                optimizer, scheduler, max_grad_norm: float | None,
-               groups: GroupState | None = None) -> dict[str, float]:  # fmt: skip
+               groups: GroupState | None = None, ranks: Ranks | None = None) -> dict[str, float]:  # fmt: skip
     """One update on a batch; returns the loss and its parts (TRL-style names). Non-finite margins, loss,
     gradients or weights raise :class:`~fairrl.trainer.guard.NonFiniteError` (nothing is stepped on a
     non-finite loss or gradient). ``groups`` gives the pairs' groups to the loss (group objectives and
-    the per-group stats) and advances the group-DRO weights."""
-    margins, per_pair, aux = learner.margins(pairs)
+    the per-group stats) and advances the group-DRO weights.
+
+    On several ranks (``ranks``, :mod:`fairrl.distributed`) each computes the margins of its contiguous
+    share of the batch; the margins and per-pair losses are gathered, so every rank computes the same
+    batch objective (f_tau, group terms and group-DRO weights are batch quantities) and back-propagates it
+    into its own share only (:meth:`~fairrl.distributed.Ranks.gather_with_grad`); the auxiliary loss (a
+    mean over pairs) is weighted by the rank's share of the batch; gradients are summed over ranks. The
+    step therefore equals one process's on the same batch."""
+    ranks = ranks or Ranks()
+    mine = slice(None) if not ranks.active else ranks.split(len(pairs))
+    own = pairs[mine]
+    if own:
+        margins, per_pair, aux = learner.margins(own)
+    else:  # a batch shorter than the ranks (an epoch's last): this rank only takes part in the collectives
+        margins = per_pair = torch.zeros(0, device=next(learner.model.parameters()).device)
+        aux = torch.zeros(())
+    share = len(own) / len(pairs)
+    margins, per_pair = ranks.gather_with_grad(margins), ranks.gather_with_grad(per_pair)
     batch_groups = groups.for_batch(pairs) if groups is not None else None
     try:
         if batch_groups is not None:
@@ -136,18 +153,21 @@ def train_step(learner: PairLearner, pairs: Sequence[PreferencePair], settings: 
         raise NonFiniteError(f"preference loss input ({err})") from None
     if batch_groups is not None:
         groups.commit(batch_groups)
-    loss = loss + aux
-    check_value("loss", loss.detach())
+    aux_total = ranks.sum_floats({"aux": share * float(aux.detach())})["aux"] if ranks.active else float(aux.detach())
+    check_value("loss", loss.detach() + aux_total)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total = loss + (share * aux if ranks.active else aux)
+    if total.requires_grad:
+        total.backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    ranks.sum_gradients(params)  # the batch's gradient on every rank
     grad_norm = clip_gradients(params, max_grad_norm)
     check_value("gradient norm", grad_norm)
     optimizer.step()
     check_weights(params)
     scheduler.step()
     return {
-        "loss": loss.item(), "aux_loss": float(aux), "grad_norm": grad_norm,
+        "loss": loss.item() + aux_total, "aux_loss": aux_total, "grad_norm": grad_norm,
         "learning_rate": scheduler.get_last_lr()[0], **stats,
     }  # fmt: skip
 
@@ -191,9 +211,13 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
     settings = FairnessSettings(kind=f.kind, alpha=f.alpha, gamma=f.gamma, tau=f.tau, dro_step_size=f.dro_step_size)
     groups = GroupState(run.splits.train, settings)
     steps = total_steps(cfg, len(run.splits.train))
-    begin_run(run.folder, cfg, console)
+    ranks = current()
+    ranks.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if ranks.main:
+        begin_run(run.folder, cfg, console)
     try:
-        write_json_atomic(run_dir / "data.json", run.counts)
+        if ranks.main:
+            write_json_atomic(run_dir / "data.json", run.counts)
         optimizer, scheduler = make_optimizer(cfg, learner.model, steps)
         state = (
             resume_checkpoint(run_dir, learner.model, optimizer, scheduler, console)
@@ -201,21 +225,23 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
             else None
         )
     except BaseException:
-        abandon_run(run.folder)
+        if ranks.main:
+            abandon_run(run.folder)
         raise
     start = state["step"] if state else 0
     if state:
         groups.load_state_dict(state)
-    logger = MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
+    logger = (MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
+              if ranks.main else NullLogger())  # fmt: skip
     deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else None
     learner.model.train()
     step, window, t_window = start, 0, time.perf_counter()
-    bar = progress_bar(steps, start, run.kind, enabled=progress)
+    bar = progress_bar(steps, start, run.kind, enabled=progress and ranks.main)
     try:
         while step < steps:
             batch = batch_at(run.splits.train, step, cfg.per_device_train_batch_size, cfg.seed, cfg.data.balance)
             with step_guard(step + 1, run_dir, cfg.learning_rate):
-                metrics = train_step(learner, batch, settings, optimizer, scheduler, cfg.max_grad_norm, groups)
+                metrics = train_step(learner, batch, settings, optimizer, scheduler, cfg.max_grad_norm, groups, ranks)
                 metrics.update(groups.metrics())
             step += 1
             window += len(batch)
@@ -226,8 +252,8 @@ def train_pairs(run: PreferenceRun, learner: PairLearner, console: Console, prog
                 metrics["epoch"] = step * cfg.per_device_train_batch_size / len(run.splits.train)
                 logger.log(step, metrics)
                 window, t_window = 0, time.perf_counter()
-            out_of_time = deadline is not None and time.perf_counter() > deadline
-            if step % cfg.save_steps == 0 or step == steps or out_of_time:
+            out_of_time = ranks.any(deadline is not None and time.perf_counter() > deadline)
+            if ranks.main and (step % cfg.save_steps == 0 or step == steps or out_of_time):
                 save_checkpoint(
                     run_dir, step, learner.model, optimizer, scheduler, groups.state_dict(), keep=cfg.keep_checkpoints
                 )
