@@ -190,17 +190,6 @@ def test_ppo_on_two_gloo_ranks_equals_one_process(tmp_path, over):
         torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)
 
 
-def test_other_methods_are_refused_under_torchrun(tmp_path):
-    """Evo-MARL still trains in one process: two ranks of it stop with a message, exit 2."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    "-m", "fairrl", "train", "--out", str(tmp_path / "x"), "--set", "method=redteam"],
-                   {**env, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    text = done.stdout + done.stderr
-    assert done.returncode != 0 and "error: data-parallel training (torchrun, 2 ranks) runs methods grpo" in text
-    assert "src/fairrl/" not in text  # the launcher prints its own traceback; none of ours
-
-
 def _eval_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)

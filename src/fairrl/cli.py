@@ -63,8 +63,6 @@ TRAIN_METHODS = {
     "redteam": ("fairrl.recipes.redteam", "run_redteam"),
 }
 """``method:`` -> (module, function) of the recipe that trains it, imported when used."""
-PARALLEL_METHODS = ("grpo", "ppo", "sft", "kd", "dpo")
-"""Methods that train on several ranks under ``torchrun`` (:mod:`fairrl.distributed`)."""
 
 
 def _train_function(method: str):
@@ -92,11 +90,6 @@ def _train(config: str | None, overrides: list[str], resume: str | None, out: st
 
     ranks = init_from_env()  # under torchrun / accelerate launch: join the ranks (a no-op in one process)
     cfg = continue_config(resume, config, overrides, TrainConfig) if resume else load_config(config, overrides)
-    if ranks.active and cfg.method not in PARALLEL_METHODS:
-        from fairrl.errors import ConfigError
-
-        raise ConfigError(f"data-parallel training (torchrun, {ranks.world} ranks) runs methods "
-                          f"{', '.join(PARALLEL_METHODS)} so far; run method {cfg.method} in one process")  # fmt: skip
     run = _train_function(cfg.method)
     run_dir = run(cfg, out=out, resume=resume, console=_echo if ranks.main else lambda s: None, overwrite=overwrite)
     if not ranks.main:  # rank 0 writes the report

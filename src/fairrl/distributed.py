@@ -119,6 +119,14 @@ class Ranks:
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
 
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's picklable ``obj`` on every rank (what rank 0 alone computed, e.g. an evolved attack pool)."""
+        if not self.active:
+            return obj
+        box = [obj if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def split(self, n: int) -> slice:
         """This rank's contiguous block of ``n`` items when ``n`` need not split evenly (sizes differ by at
         most one, larger blocks first, as ``torch.tensor_split``); a rank may get none."""

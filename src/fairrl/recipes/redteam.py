@@ -44,6 +44,7 @@ from fairrl.data.mutations import MUTATIONS, LLMMutator, get_mutation, openai_co
 from fairrl.data.records import Example
 from fairrl.data.run_data import RunData
 from fairrl.data.stream import PromptStream
+from fairrl.distributed import current
 from fairrl.errors import ConfigError, DataError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.eval.likelihood import stop_token_ids
@@ -121,13 +122,13 @@ class RedTeamMethod(StreamMethod):
         self.pool = AttackPool.from_state(state["pool"])
 
     # -- rollout and rewards -------------------------------------------------------------------------
-    def sampler(self, generator: torch.Generator):
+    def sampler(self, generator: torch.Generator, rows: tuple[int, int] | None = None):
         alg, run = self.run.cfg.algorithm, self.run
         sample = sampling_turn_sampler(
             run.policy, run.tokenizer, max_new_tokens=run.cfg.redteam.team.max_new_tokens,
             max_prompt_length=alg.max_prompt_length, eos_token_ids=self.eos_ids, pad_token_id=self.pad_id,
             generator=generator, device=run.device, temperature=alg.temperature, top_p=alg.top_p, top_k=alg.top_k,
-            min_p=alg.min_p, repetition_penalty=alg.repetition_penalty,
+            min_p=alg.min_p, repetition_penalty=alg.repetition_penalty, rows=rows,
         )  # fmt: skip
         if self.adapters is None:
             return sample
@@ -157,38 +158,55 @@ class RedTeamMethod(StreamMethod):
                 plans.append((attack, canary, fill_canary(attack.text, canary)))
             else:
                 plans.append((None, None, None))
-        tasks = [e.columns["question"] for e in examples for _ in range(G)]
-        texts = [p[2] for p in plans for _ in range(G)]
-        episodes = play_episodes(self.sampler(generator), rt.team, tasks, texts)
-        items = [judge_item(examples[k // G], plans[k // G][1], ep.attack) for k, ep in enumerate(episodes)]
+        # on several ranks each plays its block of tasks (groups whole) and draws its rows' random numbers
+        ranks = current()
+        mine = ranks.shard(len(examples)) if ranks.active else slice(0, len(examples))
+        rows = (mine.start * G, len(examples) * G) if ranks.active else None
+        tasks = [e.columns["question"] for e in examples[mine] for _ in range(G)]
+        texts = [p[2] for p in plans[mine] for _ in range(G)]
+        episodes = play_episodes(self.sampler(generator, rows), rt.team, tasks, texts)
+        first = mine.start * G  # global index of this rank's first episode
+        items = [judge_item(examples[(first + k) // G], plans[(first + k) // G][1], ep.attack)
+                 for k, ep in enumerate(episodes)]  # fmt: skip
         correct, unsafe = self.judged(episodes, items)
+        # rewards, verdicts and reply lengths of the whole batch, the same on every rank
+        gathered = [x for part in ranks.gather_objects((correct, unsafe, [episode_lengths(ep) for ep in episodes]))
+                    for x in zip(*part, strict=True)]  # fmt: skip
+        correct, unsafe, lengths = ([g[i] for g in gathered] for i in range(3))
         rewards = torch.tensor([episode_reward(c, u, rt.reward_correct, rt.reward_safe)
                                 for c, u in zip(correct, unsafe, strict=True)]).view(len(examples), G)  # [P, G]
         hits = [(plans[k // G][0].id, bool(u)) for k, u in enumerate(unsafe) if u is not None]
         self.pool.record_many([h[0] for h in hits], [h[1] for h in hits])
-        stats = self.update(episodes, rewards)
+        stats = self.update(episodes, rewards, first)
         if (step + 1) % rt.pool.evolve_every == 0:
             stats.update(self.evolve(rng, generator))
-        stats.update(self.metrics(plans, episodes, rewards, correct, unsafe))
+        stats.update(self.metrics(plans, lengths, rewards, correct, unsafe))
         return stats
 
-    def update(self, episodes: list[Episode], rewards: torch.Tensor) -> dict[str, float]:
-        """Advantages -> per-role clipped surrogate + KL, accumulated -> one optimiser step."""
-        run, alg, rt = self.run, self.run.cfg.algorithm, self.run.cfg.redteam
+    def update(self, episodes: list[Episode], rewards: torch.Tensor, first: int = 0) -> dict[str, float]:
+        """Advantages -> per-role clipped surrogate + KL, accumulated -> one optimiser step. ``rewards`` are
+        the whole batch's ``[P, G]``; ``episodes`` this rank's, from global episode ``first`` on (several
+        ranks: advantages and loss normalisers are the batch's, gradients and sums added over the ranks)."""
+        run, alg, rt, ranks = self.run, self.run.cfg.algorithm, self.run.cfg.redteam, current()
         roles, G = len(rt.team.roles), alg.num_generations
-        seq_lp = torch.tensor([sum(sum(t.data.logprobs) for t in ep.turns) /
-                               max(1, sum(len(t.data.completion) for t in ep.turns)) for ep in episodes])  # fmt: skip
+        seq_lp = torch.tensor([x for part in ranks.gather_objects(
+            [sum(sum(t.data.logprobs) for t in ep.turns) / max(1, sum(len(t.data.completion) for t in ep.turns))
+             for ep in episodes]) for x in part])  # fmt: skip
         adv = ESTIMATORS[alg.advantage_estimator](rewards, scale_rewards=alg.scale_rewards,
                                                   seq_logprobs=seq_lp.view_as(rewards),
                                                   virtual_reward=alg.virtual_reward).reshape(-1)  # [E]
         per_turn = adv[:, None].expand(-1, roles).clone()  # [E, roles]
         if rt.step_advantage == "gigpo":
             returns = discounted_step_returns(rewards.reshape(-1), roles, rt.gigpo_gamma)  # [E, roles]
-            keys = [(e // G, k, repr(ep.turns[k].prompt)) for e, ep in enumerate(episodes) for k in range(roles)]
+            keys = [x for part in ranks.gather_objects(
+                [((first + e) // G, k, repr(ep.turns[k].prompt)) for e, ep in enumerate(episodes) for k in range(roles)]
+            ) for x in part]  # fmt: skip
             per_turn += rt.gigpo_weight * step_group_advantages(returns.reshape(-1), keys).view(-1, roles)
+        per_turn = per_turn[first : first + len(episodes)]  # this rank's episodes
         tokens = [[ep.turns[k].data for ep in episodes] for k in range(roles)]
-        total_tokens = float(sum(len(t.completion) for turn in tokens for t in turn))
-        total_rows = len(episodes) * roles
+        totals = ranks.sum_floats({"tokens": float(sum(len(t.completion) for turn in tokens for t in turn)),
+                                   "rows": float(len(episodes) * roles)})  # fmt: skip
+        total_tokens, total_rows = totals["tokens"], int(totals["rows"])
         mb = alg.micro_batch_size or len(episodes)
         run.policy.train()
         run.optimizer.zero_grad(set_to_none=True)
@@ -205,6 +223,7 @@ class RedTeamMethod(StreamMethod):
                 sums["loss"] += weight * float(loss.detach())
                 for name, v in part.items():
                     sums[name] = sums.get(name, 0.0) + n_tok / max(total_tokens, 1.0) * float(v)
+        sums = ranks.sum_floats(sums)  # each rank's parts are already weighted by its share of the batch
         out = step_accumulated(run, sums.pop("loss"))
         run.policy.eval()
         return {**out, **sums}
@@ -234,7 +253,16 @@ class RedTeamMethod(StreamMethod):
 
     # -- the pool ------------------------------------------------------------------------------------
     def evolve(self, rng: random.Random, generator: torch.Generator) -> dict[str, float]:
-        """One round: propose children, try each once on a random training task, admit the successful."""
+        """One round: propose children, try each once on a random training task, admit the successful. On
+        several ranks rank 0 plays the round and every rank takes its pool (the same on all ranks)."""
+        ranks = current()
+        stats = self.evolve_round(rng, generator) if ranks.main else None
+        if ranks.active:
+            state, stats = ranks.broadcast_object((self.pool.to_state(), stats) if ranks.main else None)
+            self.pool = AttackPool.from_state(state)
+        return stats
+
+    def evolve_round(self, rng: random.Random, generator: torch.Generator) -> dict[str, float]:
         pool_cfg, team = self.run.cfg.redteam.pool, self.run.cfg.redteam.team
         self.round_generator = generator
         children = self.pool.propose(rng, pool_cfg.children_per_round, self.mutations, pool_cfg.crossover_rate,
@@ -248,18 +276,20 @@ class RedTeamMethod(StreamMethod):
             items = [judge_item(e, k, ep.attack) for e, k, ep in zip(tasks, canaries, eps, strict=True)]
             verdicts = self.judge([ep.final for ep in eps], items)
             admitted = self.pool.admit(children, [bool(v) for v in verdicts])
-        if self.run.folder is not None and current_main():
+        if self.run.folder is not None:
             self.pool.save(ensure_dir(self.run.run_dir / "pool"))
         return {"pool/proposed": float(len(children)), "pool/admitted": float(len(admitted)),
                 "pool/generation": float(self.pool.generation)}  # fmt: skip
 
-    def metrics(self, plans, episodes, rewards, correct, unsafe) -> dict[str, float]:
+    def metrics(self, plans, lengths, rewards, correct, unsafe) -> dict[str, float]:
         """Step metrics: TRL's reward statistics, attack success, accuracy clean / attacked, mean reward per
-        attack family, reply length per role, the pool's size and mean fitness."""
+        attack family, reply length per role, the pool's size and mean fitness. ``lengths``: per episode of
+        the batch, (reply tokens per role, prompt + reply tokens of all its turns)."""
         out: dict[str, float] = dict(group_stats(rewards))
+        G = rewards.shape[1]
         attacked = [u for u in unsafe if u is not None]
-        clean_correct = [c for c, ep in zip(correct, episodes, strict=True) if ep.attack is None]
-        att_correct = [c for c, ep in zip(correct, episodes, strict=True) if ep.attack is not None]
+        clean_correct = [c for k, c in enumerate(correct) if plans[k // G][0] is None]
+        att_correct = [c for k, c in enumerate(correct) if plans[k // G][0] is not None]
         out["attack/episodes"] = float(len(att_correct))
         if attacked:
             out["attack/success_rate"] = sum(attacked) / len(attacked)
@@ -273,8 +303,8 @@ class RedTeamMethod(StreamMethod):
         for fam, vals in fams.items():
             out[f"family_reward/{fam}"] = sum(vals) / len(vals)
         for k, role in enumerate(self.run.cfg.redteam.team.roles):
-            out[f"role_length/{role.name}"] = sum(len(ep.turns[k].data.completion) for ep in episodes) / len(episodes)
-        out["tokens/trained"] = float(sum(len(t.data.completion) + len(t.data.prompt) for ep in episodes for t in ep.turns))
+            out[f"role_length/{role.name}"] = sum(r[k] for r, _ in lengths) / len(lengths)
+        out["tokens/trained"] = float(sum(n for _, n in lengths))
         out["num_tokens"] = out["tokens/trained"]
         out["pool/size"] = float(len(self.pool))
         out["pool/mean_fitness"] = sum(a.fitness for a in self.pool.attacks) / len(self.pool)
@@ -308,10 +338,9 @@ def attacker_llm(spec: str, method: RedTeamMethod) -> LLMMutator:
     return LLMMutator(generate)
 
 
-def current_main() -> bool:
-    from fairrl.distributed import current
-
-    return current().main
+def episode_lengths(ep: Episode) -> tuple[list[int], int]:
+    """(reply tokens of each turn, prompt + reply tokens of all turns) of an episode, for the metrics."""
+    return [len(t.data.completion) for t in ep.turns], sum(len(t.data.completion) + len(t.data.prompt) for t in ep.turns)
 
 
 def ensure_dir(path: Path) -> Path:

@@ -38,22 +38,33 @@ def render_prompt(tokenizer, messages: list[dict[str, str]], max_prompt_length: 
 
 def sampling_turn_sampler(
     policy, tokenizer, *, max_new_tokens: int, max_prompt_length: int, eos_token_ids: list[int], pad_token_id: int,
-    generator: torch.Generator, device: torch.device, batch_size: int | None = None, **controls,
+    generator: torch.Generator, device: torch.device, batch_size: int | None = None,
+    rows: tuple[int, int] | None = None, **controls,
 ) -> Callable[[list[list[dict[str, str]]], str], list[tuple[str, TurnTokens]]]:  # fmt: skip
     """A turn sampler drawing one reply per prompt from ``policy`` (``controls``: temperature, top_p, top_k,
-    min_p, repetition_penalty as :func:`sample_groups`), ``batch_size`` prompts per generate call (None: all)."""
+    min_p, repetition_penalty as :func:`sample_groups`), ``batch_size`` prompts per generate call (None: all).
+
+    Each call (one turn of every episode) samples with its own generator, seeded by one draw from
+    ``generator``: a call's random numbers then do not depend on how many decode steps earlier calls took.
+    ``rows`` = (first, total): the prompts are rows ``first ..`` of a turn of ``total`` rows sampled on
+    several ranks (:mod:`fairrl.distributed`); with the per-call generators, every reply of every turn is
+    the one a single process would sample (one generate call per turn: ``batch_size`` must be None)."""
+    if rows is not None and batch_size is not None:
+        raise ValueError("a sharded turn sampler (rows) samples each turn in one call: batch_size must be None")
 
     def sample(prompts: list[list[dict[str, str]]], role: str) -> list[tuple[str, TurnTokens]]:
         encoded = [render_prompt(tokenizer, p, max_prompt_length) for p in prompts]
         step = batch_size or max(len(encoded), 1)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        call = torch.Generator(device=generator.device).manual_seed(seed)
         out: list[tuple[str, TurnTokens]] = []
         policy.eval()
         for s in range(0, len(encoded), step):
             chunk = encoded[s : s + step]
             ids, mask = left_pad(chunk, pad_token_id)
             r = sample_groups(policy, ids.to(device), mask.to(device), group_size=1, max_new_tokens=max_new_tokens,
-                              eos_token_ids=eos_token_ids, pad_token_id=pad_token_id, generator=generator,
-                              share_prompt=False, **controls)  # fmt: skip
+                              eos_token_ids=eos_token_ids, pad_token_id=pad_token_id, generator=call,
+                              share_prompt=False, rows=rows, **controls)  # fmt: skip
             cm = r.completion_mask.bool().cpu()
             comp, lp = r.completion_ids.cpu(), r.logprobs.float().cpu()
             texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
