@@ -27,7 +27,17 @@ from tests.test_train_e2e import _cfg, _data
 from tests.tiny import saved_tiny_policy, tiny_policy
 
 KEYS = ("reward", "reward_std", "loss", "num_tokens", "completions/mean_length", "frac_reward_zero_std",
-        "grad_norm", "group_reward/g0", "group_reward/g1")  # fmt: skip
+        "grad_norm", "group_reward/g0", "group_reward/g1", "dynamic_sampling/dropped", "dynamic_sampling/rounds")  # fmt: skip
+
+
+def flat_for_some(prompts, completions, **columns):
+    """count_a, except a constant 0.5 for prompts starting with b, d or f: their groups have no variance,
+    so dynamic sampling drops and refills them."""
+    from tests.tiny import count_a
+
+    scores = count_a(prompts, completions)
+    text = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+    return [0.5 if t.split()[0] in ("b", "d", "f") else s for t, s in zip(text, scores, strict=True)]
 
 
 def _train(cfg, out):
@@ -69,7 +79,10 @@ def _weights(run_dir):
     {"algorithm.loss_type": "dapo"},  # token-mean over the global batch
     {"algorithm.loss_type": "grpo", "algorithm.scale_rewards": "batch", "algorithm.beta": 0.05},
     {"algorithm.loss_type": "dapo", "algorithm.prompt_sampler": "vade", "algorithm.sampler_success": 1.0},
-], ids=["dapo", "grpo-batch-scaling-kl", "vade"])  # both ranks' samplers see the global rewards: same prompts  # fmt: skip
+    # refills of 1-3 prompts: uneven shards, a rank may hold no kept group; the refills' own generators
+    {"algorithm.loss_type": "dapo", "algorithm.dynamic_sampling": "true", "algorithm.max_resample_rounds": 2,
+     "algorithm.beta": 0.05, "rewards.functions": "[{name: 'tests.test_distributed:flat_for_some'}]"},
+], ids=["dapo", "grpo-batch-scaling-kl", "vade", "dynamic-sampling"])  # both ranks' samplers see the global rewards: same prompts  # fmt: skip
 def test_two_gloo_ranks_equal_one_process(tmp_path, overrides):
     overrides = {"max_steps": 3, **overrides}
     one = _train(_cfg(None, **overrides), tmp_path / "one")
@@ -77,6 +90,8 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, overrides):
     two = tmp_path / "two"
     a, b = _rows(one), _rows(two)
     assert len(a) == len(b) == 3
+    if "algorithm.dynamic_sampling" in overrides:
+        assert sum(r["dynamic_sampling/rounds"] for r in a) > 0
     for ra, rb in zip(a, b, strict=True):
         for k in KEYS:
             assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), k
@@ -100,8 +115,9 @@ def test_parallel_settings_that_do_not_split_are_refused():
     assert ranks.shard(4) == slice(2, 4)
     with pytest.raises(ConfigError, match="multiple of 2"):
         check_parallel(load_config(None, ["algorithm.prompts_per_step=3"]), ranks)
-    with pytest.raises(ConfigError, match="dynamic_sampling"):
-        check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "algorithm.dynamic_sampling=true"]), ranks)
+    with pytest.raises(ConfigError, match="rollout_allocator=xrpo"):
+        check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "algorithm.rollout_allocator=xrpo"]), ranks)
+    check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "algorithm.dynamic_sampling=true"]), ranks)
     check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "warm_start.steps=3"]), ranks)  # allowed
 
 

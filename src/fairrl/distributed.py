@@ -73,11 +73,15 @@ class Ranks:
         return out.to(t.device)
 
     def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
-        """Each value summed over ranks, in one all-reduce (every rank must pass the same keys)."""
-        if not self.active or not values:
+        """Each value summed over ranks, in one all-reduce; a key a rank lacks counts 0 there (a rank that
+        held no rows of a step has no statistics of it). Every rank calls it."""
+        if not self.active:
             return values
-        keys = sorted(values)
-        total = self.sum(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._device()))
+        keys = sorted({k for part in self.gather_objects(sorted(values)) for k in part})
+        if not keys:
+            return {}
+        total = self.sum(torch.tensor([float(values.get(k, 0.0)) for k in keys], dtype=torch.float64,
+                                      device=self._device()))  # fmt: skip
         return dict(zip(keys, total.tolist(), strict=True))
 
     def any(self, flag: bool) -> bool:
@@ -95,6 +99,24 @@ class Ranks:
         parts = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(parts, t)
         return torch.cat(parts).to(home)
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`gather` for tensors whose first dimension differs between ranks (padded to the longest)."""
+        if not self.active:
+            return t
+        sizes = [int(n) for n in self.gather(torch.tensor([t.shape[0]], dtype=torch.long)).tolist()]
+        padded = t.new_zeros((max(sizes), *t.shape[1:]))
+        padded[: t.shape[0]] = t
+        return torch.cat([p[:n] for p, n in zip(self.gather(padded).split(max(sizes)), sizes, strict=True)])
+
+    def assemble(self, local: torch.Tensor, index: torch.Tensor, total: int) -> torch.Tensor:
+        """The global ``[total, ...]`` tensor whose rows ``index`` (this rank's, global positions) are
+        ``local``; every rank passes its own rows, and every position is some rank's."""
+        if not self.active:
+            return local
+        out = local.new_zeros((total, *local.shape[1:]))
+        out[self.gather_rows(index.long().cpu())] = self.gather_rows(local.cpu()).to(out.device)
+        return out
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's picklable ``obj``, in rank order (texts, logged columns: small)."""
@@ -159,11 +181,8 @@ class _GatherOwnGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
         sizes = [int(n) for n in ranks.gather(torch.tensor([t.shape[0]], dtype=torch.long)).tolist()]
-        padded = t.new_zeros((max(sizes), *t.shape[1:]))
-        padded[: t.shape[0]] = t
-        parts = ranks.gather(padded).split(max(sizes))
         ctx.start, ctx.size = sum(sizes[: ranks.rank]), t.shape[0]
-        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+        return ranks.gather_rows(t.detach())
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

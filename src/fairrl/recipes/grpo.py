@@ -181,11 +181,9 @@ def check_parallel(cfg: TrainConfig, ranks: Ranks) -> None:
     if not ranks.active:
         return
     ranks.shard(cfg.algorithm.prompts_per_step)  # the prompts of a step must split evenly
-    for key, on in (("dynamic_sampling", cfg.algorithm.dynamic_sampling),
-                    ("rollout_allocator=xrpo", cfg.algorithm.rollout_allocator == "xrpo")):  # fmt: skip
-        if on:
-            raise ConfigError(f"algorithm.{key} is not supported with {ranks.world} ranks yet; "
-                              "turn it off or train in one process")  # fmt: skip
+    if cfg.algorithm.rollout_allocator == "xrpo":
+        raise ConfigError(f"algorithm.rollout_allocator=xrpo is not supported with {ranks.world} ranks yet; "
+                          "turn it off or train in one process")  # fmt: skip
 
 
 def resume_config(run_dir: str, overrides: list[str], config: str | None = None) -> TrainConfig:

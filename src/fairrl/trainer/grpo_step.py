@@ -39,7 +39,7 @@ from fairrl.models.logprobs import completion_logprobs
 from fairrl.rewards import RewardLogs, TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.rollout.generate import Rollout, left_pad, sample_groups
 from fairrl.trainer.allocation import allocated_rollout
-from fairrl.trainer.batch import Batch
+from fairrl.trainer.batch import Batch, shard_positions, shard_tokens
 from fairrl.trainer.dynamic_sampling import dynamic_sampling
 from fairrl.trainer.guard import check_value, check_weights
 from fairrl.trainer.microbatch import micro_batches
@@ -179,32 +179,49 @@ class GRPOStep:
         P = self.alg.prompts_per_step
         observe = getattr(stream, "observe", None)  # a prompt sampler (fairrl.data.samplers) learns from each rollout
 
-        def roll(examples: list[Example]) -> Batch:
+        def roll(examples: list[Example], gen: torch.Generator) -> Batch:
             if self.alg.rollout_allocator == "xrpo":  # groups of different sizes (fairrl.trainer.allocation)
-                b = allocated_rollout(self, examples, generator, self.trainer_state.global_step)
+                b = allocated_rollout(self, examples, gen, self.trainer_state.global_step)
             elif self.ranks.active:
-                b = self.sharded_rollout(examples, generator)
+                b = self.sharded_rollout(examples, gen)
             else:
-                b = self.rollout(examples, generator)
+                b = self.rollout(examples, gen)
             if observe is not None:
                 observe(b.examples, b.rewards)  # global rewards under several ranks: every rank's sampler agrees
             return b
 
-        batch = roll(stream.take(P))
+        batch = roll(stream.take(P), generator)
         sampler = stream.stats() if hasattr(stream, "stats") else {}
         if not self.alg.dynamic_sampling:
             info = {"dynamic_sampling/rounds": 0.0, "dynamic_sampling/dropped": 0.0}
         else:
-            batch, info = dynamic_sampling(batch, lambda n: roll(stream.take(n)), P, self.alg.max_resample_rounds,
-                                           self.pad_id)  # fmt: skip
+            refills = iter(range(1, self.alg.max_resample_rounds + 1))
+
+            def refill(n: int) -> Batch:
+                # each refill samples with a generator of its own, seeded from the step's seed and the round:
+                # its draws then do not depend on how long the earlier rollouts decoded (which differs
+                # between ranks, each decoding only its rows)
+                own = torch.Generator(device=generator.device)
+                own.manual_seed((generator.initial_seed() * 1_000_003 + next(refills)) % 2**63)
+                return roll(stream.take(n), own)
+
+            batch, info = dynamic_sampling(batch, refill, P, self.alg.max_resample_rounds, self.pad_id)
         return batch, {**info, **sampler, **self.reward_logs.flush()}
 
     def sharded_rollout(self, examples: list[Example], generator: torch.Generator) -> Batch:
         """This rank's shard of ``examples`` rolled out and scored; rewards, texts, logged columns, reward
         logs and length totals gathered from every rank (:mod:`fairrl.distributed`)."""
         ranks, G = self.ranks, self.alg.num_generations
-        part = ranks.shard(len(examples))
-        local = self.rollout(examples[part], generator, rows=(part.start * G, len(examples) * G))
+        part = ranks.split(len(examples))  # a refill's count need not split evenly (a rank may get none)
+        if part.start < part.stop:
+            local = self.rollout(examples[part], generator, rows=(part.start * G, len(examples) * G))
+        else:  # fewer prompts than ranks (a small refill): this rank only takes part in the gathers
+            empty = torch.zeros((0, 1), dtype=torch.long, device=self.device)
+            local = Batch(examples=[], texts=[], rewards=torch.zeros((0, G)),
+                          per_fn=torch.zeros((0, G, len(self.reward_fns))),
+                          rollout=Rollout(prompt_ids=empty, prompt_mask=empty, completion_ids=empty,
+                                          completion_mask=empty, logprobs=empty.float(),
+                                          truncated=torch.zeros(0, dtype=torch.bool, device=self.device), group_size=G))  # fmt: skip
         r = local.rollout
         logs = ranks.gather_objects(({k: list(v) for k, v in self.reward_logs.metrics.items()},
                                      {k: list(v) for k, v in self.reward_logs.extra.items()}))  # fmt: skip
@@ -215,16 +232,16 @@ class GRPOStep:
             for k, v in extra.items():
                 merged.extra[k].extend(v)
         self.reward_logs = merged
-        extras = ranks.gather_objects(local.extra)
-        n = len(local.texts)
-        tokens = r.completion_mask.sum() + r.prompt_mask.sum() * G
+        extras = ranks.gather_objects((len(local.texts), local.extra))
         return Batch(
             examples=examples, rollout=r, texts=[t for chunk in ranks.gather_objects(local.texts) for t in chunk],
-            rewards=ranks.gather(local.rewards), per_fn=ranks.gather(local.per_fn),
-            extra={k: [v for e in extras for v in e.get(k, [None] * n)] for k in dict.fromkeys(k for e in extras for k in e)},
+            rewards=ranks.gather_rows(local.rewards), per_fn=ranks.gather_rows(local.per_fn),
+            extra={k: [v for n, e in extras for v in e.get(k, [None] * n)]
+                   for k in dict.fromkeys(k for _, e in extras for k in e)},
             shard=part,
-            totals={"lengths": ranks.gather(r.lengths.cpu()), "truncated": ranks.gather(r.truncated.cpu().to(torch.uint8)).bool(),
-                    "num_tokens": ranks.sum(tokens.detach().float().cpu().reshape(1))},
+            totals={"lengths": ranks.gather_rows(r.lengths.cpu()),
+                    "truncated": ranks.gather_rows(r.truncated.cpu().to(torch.uint8)).bool(),
+                    "num_tokens": shard_tokens(r)},
         )  # fmt: skip
 
     def progress(self, step: int, stream: PromptStream) -> TrainerState:
@@ -242,7 +259,8 @@ class GRPOStep:
             seq_logprobs = torch.where(batch.valid(), seq_logprobs, float("nan"))
         seq_logprobs = seq_logprobs.view(-1, G)  # [P, G] (this rank's P when sharded)
         if batch.shard is not None:  # NGRPO-style estimators read every group's log-probs
-            seq_logprobs = self.ranks.gather(seq_logprobs)
+            held = torch.tensor(shard_positions(batch), dtype=torch.long)
+            seq_logprobs = self.ranks.assemble(seq_logprobs, held, len(batch.examples))
         adv = ESTIMATORS[alg.advantage_estimator](
             batch.rewards, scale_rewards=alg.scale_rewards, seq_logprobs=seq_logprobs,
             virtual_reward=alg.virtual_reward,
@@ -265,9 +283,10 @@ class GRPOStep:
         mask = r.completion_mask.float()
         if alg.mask_truncated_completions:
             mask = mask * (~r.truncated).float()[:, None]
-        ref_logp = self.reference_logprobs(r) if alg.beta > 0 else None
+        held_any = r.prompt_ids.shape[0] > 0  # after dynamic sampling's selection a rank may hold no group
+        ref_logp = self.reference_logprobs(r) if alg.beta > 0 and held_any else None
         size = alg.micro_batch_size  # groups of different sizes: whole groups of this step's layout per micro-batch
-        chunks = micro_batches(r.prompt_ids.shape[0], G, size if batch.sizes is None or not size else max(G, size // G * G))
+        chunks = micro_batches(r.prompt_ids.shape[0], G, size if batch.sizes is None or not size else max(G, size // G * G)) if held_any else []
         total_tokens = float(self.ranks.sum(mask.sum().reshape(1).cpu()))
         self.policy.train()
         stats: dict[str, float] = dict(novelty)
