@@ -82,7 +82,10 @@ def _weights(run_dir):
     # refills of 1-3 prompts: uneven shards, a rank may hold no kept group; the refills' own generators
     {"algorithm.loss_type": "dapo", "algorithm.dynamic_sampling": "true", "algorithm.max_resample_rounds": 2,
      "algorithm.beta": 0.05, "rewards.functions": "[{name: 'tests.test_distributed:flat_for_some'}]"},
-], ids=["dapo", "grpo-batch-scaling-kl", "vade", "dynamic-sampling"])  # both ranks' samplers see the global rewards: same prompts  # fmt: skip
+    # XRPO's allocator: phases sampled across the ranks, each rank training its block of whole groups
+    {"algorithm.loss_type": "grpo", "algorithm.rollout_allocator": "xrpo", "algorithm.xrpo_exploration": 0.01,
+     "algorithm.beta": 0.05},
+], ids=["dapo", "grpo-batch-scaling-kl", "vade", "dynamic-sampling", "xrpo"])  # both ranks' samplers see the global rewards: same prompts  # fmt: skip
 def test_two_gloo_ranks_equal_one_process(tmp_path, overrides):
     overrides = {"max_steps": 3, **overrides}
     one = _train(_cfg(None, **overrides), tmp_path / "one")
@@ -92,6 +95,11 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, overrides):
     assert len(a) == len(b) == 3
     if "algorithm.dynamic_sampling" in overrides:
         assert sum(r["dynamic_sampling/rounds"] for r in a) > 0
+    if "algorithm.rollout_allocator" in overrides:  # groups of different sizes, compared too
+        assert max(r["rollouts/max_per_prompt"] for r in a) > min(r["rollouts/min_per_prompt"] for r in a)
+        for ra, rb in zip(a, b, strict=True):
+            assert [ra[k] for k in ("rollouts/min_per_prompt", "rollouts/max_per_prompt")] == \
+                [rb[k] for k in ("rollouts/min_per_prompt", "rollouts/max_per_prompt")]  # fmt: skip
     for ra, rb in zip(a, b, strict=True):
         for k in KEYS:
             assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), k
@@ -115,8 +123,6 @@ def test_parallel_settings_that_do_not_split_are_refused():
     assert ranks.shard(4) == slice(2, 4)
     with pytest.raises(ConfigError, match="multiple of 2"):
         check_parallel(load_config(None, ["algorithm.prompts_per_step=3"]), ranks)
-    with pytest.raises(ConfigError, match="rollout_allocator=xrpo"):
-        check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "algorithm.rollout_allocator=xrpo"]), ranks)
     check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "algorithm.dynamic_sampling=true"]), ranks)
     check_parallel(load_config(None, ["algorithm.prompts_per_step=4", "warm_start.steps=3"]), ranks)  # allowed
 

@@ -27,7 +27,6 @@ from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.samplers import make_sampler
 from fairrl.distributed import Ranks, current
-from fairrl.errors import ConfigError
 from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters, resolve_model_path
@@ -181,9 +180,6 @@ def check_parallel(cfg: TrainConfig, ranks: Ranks) -> None:
     if not ranks.active:
         return
     ranks.shard(cfg.algorithm.prompts_per_step)  # the prompts of a step must split evenly
-    if cfg.algorithm.rollout_allocator == "xrpo":
-        raise ConfigError(f"algorithm.rollout_allocator=xrpo is not supported with {ranks.world} ranks yet; "
-                          "turn it off or train in one process")  # fmt: skip
 
 
 def resume_config(run_dir: str, overrides: list[str], config: str | None = None) -> TrainConfig:

@@ -20,8 +20,8 @@ import torch
 
 from fairrl.data.records import Example
 from fairrl.rollout.allocation import next_phase
-from fairrl.rollout.generate import Rollout
-from fairrl.trainer.batch import Batch
+from fairrl.rollout.generate import Rollout, left_pad
+from fairrl.trainer.batch import Batch, pad_to
 
 
 def allocated_rollout(step_fn, examples: list[Example], generator: torch.Generator, step: int) -> Batch:
@@ -29,17 +29,66 @@ def allocated_rollout(step_fn, examples: list[Example], generator: torch.Generat
     alg = step_fn.alg
     P, n0, k = len(examples), alg.xrpo_initial_rollouts, alg.xrpo_phase_rollouts
     cap = alg.xrpo_max_rollouts or 2 * alg.num_generations
-    first = step_fn.rollout(examples, generator, group_size=n0)
+    first = phase_rollout(step_fn, examples, generator, n0)
     pieces: list[list[tuple[Batch, int]]] = [[(first, p)] for p in range(P)]  # per prompt: (phase batch, its index there)
     rewards = [first.rewards[p].tolist() for p in range(P)]
     left = P * alg.num_generations - P * n0
+    phase = 0
     while chosen := next_phase(rewards, left, k, cap, step + 1, alg.xrpo_exploration, alg.xrpo_confidence):
-        more = step_fn.rollout([examples[q] for q in chosen], generator, group_size=k)
+        phase += 1  # each later phase samples with a generator of its own (the step's seed and the phase):
+        own = torch.Generator(device=generator.device)  # its draws do not depend on earlier decode lengths
+        own.manual_seed((generator.initial_seed() * 1_000_033 + phase) % 2**63)
+        more = phase_rollout(step_fn, [examples[q] for q in chosen], own, k)
         for i, q in enumerate(chosen):
             pieces[q].append((more, i))
             rewards[q] += more.rewards[i].tolist()
         left -= k * len(chosen)
-    return assemble(examples, first.rollout, pieces, step_fn.pad_id)
+    batch = assemble(examples, first.rollout, pieces, step_fn.pad_id)
+    return training_shard(batch, step_fn.ranks) if step_fn.ranks.active else batch
+
+
+def phase_rollout(step_fn, examples: list[Example], generator: torch.Generator, k: int) -> Batch:
+    """``k`` completions of each of ``examples``, scored. On several ranks each samples its block with its
+    rows of the call's random numbers and every rank receives all of them (token ids, log-probs, rewards,
+    texts): each rank then assembles the whole step as one process would."""
+    ranks = step_fn.ranks
+    if not ranks.active:
+        return step_fn.rollout(examples, generator, group_size=k)
+    local = step_fn.shard_of(examples, ranks.split(len(examples)), generator, k)
+    step_fn.gather_reward_logs()
+    r = local.rollout
+    width = max(ranks.gather_objects(r.completion_ids.shape[1]))
+    rows = lambda t, fill: ranks.gather_rows(pad_to(t.cpu(), width, fill, False))  # noqa: E731
+    prompt_ids, prompt_mask = left_pad([step_fn.encode(e) for e in examples], step_fn.pad_id)
+    parts = ranks.gather_objects((local.texts, local.extra))
+    columns = list(dict.fromkeys(c for _, extra in parts for c in extra))
+    device = r.completion_ids.device
+    rollout = Rollout(
+        prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device),
+        completion_ids=rows(r.completion_ids, step_fn.pad_id).to(device), completion_mask=rows(r.completion_mask, 0).to(device),
+        logprobs=rows(r.logprobs.float(), 0).to(device), group_size=k,
+        truncated=ranks.gather_rows(r.truncated.cpu().to(torch.uint8)).bool().to(device),
+    )  # fmt: skip
+    return Batch(examples=list(examples), rollout=rollout, texts=[t for texts, _ in parts for t in texts],
+                 rewards=ranks.gather_rows(local.rewards.cpu()), per_fn=ranks.gather_rows(local.per_fn.cpu()),
+                 extra={c: [v for texts, extra in parts for v in extra.get(c, [None] * len(texts))] for c in columns})  # fmt: skip
+
+
+def training_shard(batch: Batch, ranks) -> Batch:
+    """The assembled step (the same on every rank) cut to this rank's block of prompts for the update,
+    with the global batch's reply lengths and token count kept for the metrics."""
+    r, G = batch.rollout, batch.rollout.group_size
+    valid = batch.valid().to(r.lengths.device)
+    tokens = r.completion_mask.sum() + (r.prompt_mask.sum(-1).float() * valid.view(-1, G).sum(-1)).sum()
+    part = ranks.shard(len(batch.examples))
+    rows = slice(part.start * G, part.stop * G)
+    batch.totals = {"lengths": r.lengths.cpu()[valid.cpu()], "truncated": r.truncated.cpu()[valid.cpu()],
+                    "num_tokens": tokens.detach().float().cpu().reshape(1)}  # fmt: skip
+    batch.rollout = Rollout(prompt_ids=r.prompt_ids[part], prompt_mask=r.prompt_mask[part],
+                            completion_ids=r.completion_ids[rows], completion_mask=r.completion_mask[rows],
+                            logprobs=r.logprobs[rows], truncated=r.truncated[rows], group_size=G)  # fmt: skip
+    batch.shard = part
+    return batch
 
 
 def assemble(examples: list[Example], first: Rollout, pieces: list[list[tuple[Batch, int]]], pad_id: int) -> Batch:

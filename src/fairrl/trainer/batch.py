@@ -97,7 +97,7 @@ def shard_tokens(r: Rollout) -> torch.Tensor:
     return current().sum(tokens.detach().float().cpu().reshape(1))
 
 
-def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+def pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
     extra = width - t.shape[1]
     if extra <= 0:
         return t
@@ -117,13 +117,13 @@ def concat_batches(a: Batch, b: Batch, pad_id: int) -> Batch:
     out = Batch(
         examples=a.examples + b.examples,
         rollout=Rollout(
-            prompt_ids=cat(_pad_to(ra.prompt_ids, lp, pad_id, True), _pad_to(rb.prompt_ids, lp, pad_id, True)),
-            prompt_mask=cat(_pad_to(ra.prompt_mask, lp, 0, True), _pad_to(rb.prompt_mask, lp, 0, True)),
+            prompt_ids=cat(pad_to(ra.prompt_ids, lp, pad_id, True), pad_to(rb.prompt_ids, lp, pad_id, True)),
+            prompt_mask=cat(pad_to(ra.prompt_mask, lp, 0, True), pad_to(rb.prompt_mask, lp, 0, True)),
             completion_ids=cat(
-                _pad_to(ra.completion_ids, lc, pad_id, False), _pad_to(rb.completion_ids, lc, pad_id, False)
+                pad_to(ra.completion_ids, lc, pad_id, False), pad_to(rb.completion_ids, lc, pad_id, False)
             ),
-            completion_mask=cat(_pad_to(ra.completion_mask, lc, 0, False), _pad_to(rb.completion_mask, lc, 0, False)),
-            logprobs=cat(_pad_to(ra.logprobs, lc, 0, False), _pad_to(rb.logprobs, lc, 0, False)),
+            completion_mask=cat(pad_to(ra.completion_mask, lc, 0, False), pad_to(rb.completion_mask, lc, 0, False)),
+            logprobs=cat(pad_to(ra.logprobs, lc, 0, False), pad_to(rb.logprobs, lc, 0, False)),
             truncated=cat(ra.truncated, rb.truncated),
             group_size=ra.group_size,
         ),

@@ -213,25 +213,9 @@ class GRPOStep:
         logs and length totals gathered from every rank (:mod:`fairrl.distributed`)."""
         ranks, G = self.ranks, self.alg.num_generations
         part = ranks.split(len(examples))  # a refill's count need not split evenly (a rank may get none)
-        if part.start < part.stop:
-            local = self.rollout(examples[part], generator, rows=(part.start * G, len(examples) * G))
-        else:  # fewer prompts than ranks (a small refill): this rank only takes part in the gathers
-            empty = torch.zeros((0, 1), dtype=torch.long, device=self.device)
-            local = Batch(examples=[], texts=[], rewards=torch.zeros((0, G)),
-                          per_fn=torch.zeros((0, G, len(self.reward_fns))),
-                          rollout=Rollout(prompt_ids=empty, prompt_mask=empty, completion_ids=empty,
-                                          completion_mask=empty, logprobs=empty.float(),
-                                          truncated=torch.zeros(0, dtype=torch.bool, device=self.device), group_size=G))  # fmt: skip
+        local = self.shard_of(examples, part, generator, G)
         r = local.rollout
-        logs = ranks.gather_objects(({k: list(v) for k, v in self.reward_logs.metrics.items()},
-                                     {k: list(v) for k, v in self.reward_logs.extra.items()}))  # fmt: skip
-        merged = RewardLogs()
-        for metrics, extra in logs:
-            for k, v in metrics.items():
-                merged.metrics[k].extend(v)
-            for k, v in extra.items():
-                merged.extra[k].extend(v)
-        self.reward_logs = merged
+        self.gather_reward_logs()
         extras = ranks.gather_objects((len(local.texts), local.extra))
         return Batch(
             examples=examples, rollout=r, texts=[t for chunk in ranks.gather_objects(local.texts) for t in chunk],
@@ -243,6 +227,29 @@ class GRPOStep:
                     "truncated": ranks.gather_rows(r.truncated.cpu().to(torch.uint8)).bool(),
                     "num_tokens": shard_tokens(r)},
         )  # fmt: skip
+
+    def shard_of(self, examples: list[Example], part: slice, generator: torch.Generator, G: int) -> Batch:
+        """The rollout of ``examples[part]`` (this rank's block) sampled with its rows of the whole call's
+        random numbers; an empty batch when the block is empty (fewer prompts than ranks)."""
+        if part.start < part.stop:
+            return self.rollout(examples[part], generator, rows=(part.start * G, len(examples) * G), group_size=G)
+        empty = torch.zeros((0, 1), dtype=torch.long, device=self.device)
+        return Batch(examples=[], texts=[], rewards=torch.zeros((0, G)), per_fn=torch.zeros((0, G, len(self.reward_fns))),
+                     rollout=Rollout(prompt_ids=empty, prompt_mask=empty, completion_ids=empty, completion_mask=empty,
+                                     logprobs=empty.float(), group_size=G,
+                                     truncated=torch.zeros(0, dtype=torch.bool, device=self.device)))  # fmt: skip
+
+    def gather_reward_logs(self) -> None:
+        """Every rank's reward-function logs of this step, merged in rank order, on every rank."""
+        logs = self.ranks.gather_objects(({k: list(v) for k, v in self.reward_logs.metrics.items()},
+                                          {k: list(v) for k, v in self.reward_logs.extra.items()}))  # fmt: skip
+        merged = RewardLogs()
+        for metrics, extra in logs:
+            for k, v in metrics.items():
+                merged.metrics[k].extend(v)
+            for k, v in extra.items():
+                merged.extra[k].extend(v)
+        self.reward_logs = merged
 
     def progress(self, step: int, stream: PromptStream) -> TrainerState:
         """Set :attr:`trainer_state` to ``step`` steps done and the prompts ``stream`` has drawn; returns it."""
@@ -256,7 +263,8 @@ class GRPOStep:
         G = r.group_size  # num_generations, or the step's largest group under XRPO's allocator
         seq_logprobs = (r.logprobs.sum(-1) / r.lengths.clamp(min=1)).cpu()
         if batch.sizes is not None:  # the empty rows of smaller groups hold no reply
-            seq_logprobs = torch.where(batch.valid(), seq_logprobs, float("nan"))
+            valid = batch.valid() if batch.shard is None else batch.valid().view(-1, G)[batch.shard].reshape(-1)
+            seq_logprobs = torch.where(valid, seq_logprobs, float("nan"))
         seq_logprobs = seq_logprobs.view(-1, G)  # [P, G] (this rank's P when sharded)
         if batch.shard is not None:  # NGRPO-style estimators read every group's log-probs
             held = torch.tensor(shard_positions(batch), dtype=torch.long)
