@@ -169,6 +169,29 @@ def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
     assert done.stdout.count("run folder:") == 1  # rank 0 alone reports
 
 
+def test_torchrun_runs_seeds_one_after_another_on_all_ranks(tmp_path):
+    """``torchrun ... fairrl train --seeds 0,1``: each seed a data-parallel run, rank 0 writes the sweep report."""
+    model = saved_tiny_policy(tmp_path / "m")
+    out = tmp_path / "sweep"
+    sets = [f"model.name_or_path={model}", "model.lora={r: 4, alpha: 8}", "max_steps=1",
+            "algorithm.max_completion_length=4", "algorithm.prompts_per_step=2", "algorithm.num_generations=2",
+            "eval.bbq_items_per_condition=1", "eval.reasoning_items=0", "eval.permutations=1",
+            "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fairrl",
+           "train", "--seeds", "0,1", "--out", str(out)] + [x for s in sets for x in ("--set", s)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = _launch(cmd, env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for seed in (0, 1):
+        assert (out / f"seed-{seed}" / "summary.json").exists()
+        assert len((out / f"seed-{seed}" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (out / "seeds_report.md").exists() and done.stdout.count("seeds report:") == 1
+    again = _launch(cmd, env)  # rerun: both seeds finished, kept by every rank
+    assert again.returncode == 0 and again.stdout.count("finished earlier") == 2
+    jobs = _launch(cmd + ["--jobs", "2"], env)
+    assert jobs.returncode != 0 and "drop --jobs" in jobs.stdout + jobs.stderr
+
+
 def _ppo_rank(rank: int, world: int, rendezvous: str, over: dict, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)

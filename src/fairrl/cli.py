@@ -113,10 +113,11 @@ def train(
 ) -> None:
     """Train a policy (method: grpo, ppo, sft, kd, dpo or redteam; --set method=sft), evaluating before and after."""
     try:
-        if seeds and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if seeds and jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from fairrl.errors import ConfigError
 
-            raise ConfigError("--seeds runs one process per seed; under torchrun train one seed per launch")
+            raise ConfigError("--jobs runs seeds in processes of their own; under torchrun the seeds run one after "
+                              "another on all ranks: drop --jobs")  # fmt: skip
         if seeds:
             _seeds(config, set_ or [], seeds, out, jobs, resume, overwrite)
         else:
@@ -135,10 +136,15 @@ def _seeds(config, overrides, seeds, out, jobs, resume=None, overwrite=False) ->
     if out is None:
         cfg = load_config(config, overrides)
         out = str(Path(cfg.output_dir) / cfg.run_name)
+    from fairrl.distributed import init_from_env
+
+    main = init_from_env().main  # under torchrun every seed is a data-parallel run; rank 0 reports
     train_one = lambda c, o, r, d: _train(c, o, r, None if r else d)  # noqa: E731
-    report = run_seeds(config, overrides, parse_seeds(seeds), out, train_one, console=_echo, jobs=jobs)
-    typer.echo("\n" + report.read_text())
-    typer.echo(f"seeds report: {report}")
+    report = run_seeds(config, overrides, parse_seeds(seeds), out, train_one, console=_echo if main else lambda s: None,
+                       jobs=jobs)  # fmt: skip
+    if main:
+        typer.echo("\n" + report.read_text())
+        typer.echo(f"seeds report: {report}")
 
 
 @app.command()
@@ -186,16 +192,23 @@ def compare(
     try:
         from fairrl.compare.plan import parse_methods, parse_ratios, parse_variants
         from fairrl.compare.run import run_compare
+        from fairrl.distributed import init_from_env
+        from fairrl.errors import ConfigError
         from fairrl.multiseed import parse_seeds
 
+        ranks = init_from_env()  # under torchrun every run is data-parallel; rank 0 reports
+        if ranks.active and jobs > 1:
+            raise ConfigError("--jobs runs seeds in processes of their own; under torchrun the runs go one after "
+                              "another on all ranks: drop --jobs")  # fmt: skip
         train_one = lambda c, o, r, d: _train(c, o, r, None if r else d)  # noqa: E731
         report = run_compare(config or str(demo_config_path()), set_ or [], parse_methods(methods), parse_seeds(seeds),
-                             parse_ratios(ratios), budget, out, train_one, console=_echo, jobs=jobs,
-                             variants=parse_variants(variant))  # fmt: skip
+                             parse_ratios(ratios), budget, out, train_one, console=_echo if ranks.main else lambda s: None,
+                             jobs=jobs, variants=parse_variants(variant))  # fmt: skip
     except FairRLError as err:
         _fail(err)
-    typer.echo("\n" + report.read_text())
-    typer.echo(f"comparison: {report}")
+    if ranks.main:
+        typer.echo("\n" + report.read_text())
+        typer.echo(f"comparison: {report}")
 
 
 @app.command(name="config")

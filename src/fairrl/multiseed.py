@@ -20,6 +20,7 @@ import yaml
 
 from fairrl.config import load_config
 from fairrl.config.base import dump_config
+from fairrl.distributed import current
 from fairrl.errors import ConfigError
 from fairrl.report.seeds import write_seeds_report
 
@@ -56,8 +57,9 @@ def _plan(root: Path, seed: int) -> tuple[str, str | None]:
 
 
 def _in_process(config, overrides, seeds, root, train_one, console) -> None:
+    ranks = current()  # under torchrun each seed is one data-parallel run: every rank follows rank 0's plan
     for seed in seeds:
-        state, resume = _plan(root, seed)
+        state, resume = ranks.broadcast_object(_plan(root, seed) if ranks.main else None)
         if state == "done":
             console(f"seed {seed}: finished earlier in {seed_folder(root, seed)}; kept")
             continue
@@ -107,4 +109,6 @@ def run_seeds(
     else:
         _in_process(config, overrides, seeds, root, train_one, console)
     dumped = yaml.safe_load(dump_config(cfg))
+    if not current().main:  # rank 0 writes the report
+        return root / "seeds_report.md"
     return write_seeds_report(root, {s: seed_folder(root, s) for s in seeds}, cfg.run_name, dumped)

@@ -19,6 +19,7 @@ import yaml
 from fairrl.compare.plan import Arm, Variant, bbq_share, plan_arms, sequences_per_step
 from fairrl.config import load_config
 from fairrl.config.base import dump_config
+from fairrl.distributed import current
 from fairrl.errors import ConfigError
 from fairrl.fsutil import write_json_atomic
 from fairrl.multiseed import TrainOne, run_seeds, seed_folder
@@ -67,6 +68,8 @@ def run_compare(
         console(f"\n##### arm {i}/{len(arms)}: {arm.name} ({arm.steps} steps x {arm.sequences_per_step} "
                 f"sequences) -> {root / arm.name}")  # fmt: skip
         run_seeds(config, [*overrides, *arm.overrides(cfg)], seeds, root / arm.name, train_one, console, jobs)
+    if not current().main:  # under torchrun rank 0 writes the comparison
+        return root / "compare.md"
     return write_compare_report(root, _runs(root, arms, seeds, bbq_share(cfg)), spent)
 
 
