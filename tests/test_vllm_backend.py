@@ -46,6 +46,9 @@ class FakeLLM:
 
     def _load_weights(self, named):
         own = dict(self.model.named_parameters())
+        # vLLM's model takes Hugging Face names; this copy may be a PEFT model (LoRA layers injected)
+        own.update({n.removeprefix("base_model.model.").replace(".base_layer", ""): p
+                    for n, p in self.model.named_parameters() if "lora_" not in n})  # fmt: skip
         for name, tensor in named:
             own[name].data.copy_(tensor)
         self.loaded += 1
@@ -80,7 +83,7 @@ class FakeLLM:
         return outs
 
 
-def _run_with_fake(tmp_path, monkeypatch, lora: bool):
+def _run_with_fake(tmp_path, monkeypatch, lora: bool, warm: int = 0):
     engines = []
 
     def fake_create(cfg, model_path, run_dir, pad_id, stop_ids, world=1):
@@ -94,14 +97,23 @@ def _run_with_fake(tmp_path, monkeypatch, lora: bool):
             "algorithm.vllm_importance_sampling_mode": "token_truncate"}  # fmt: skip
     if lora:
         over["model.lora"] = "{r: 4, alpha: 8}"
+    if warm:  # SFT steps first: the engine, built from the starting model, must get the warm-started weights
+        over.update({"warm_start.steps": warm, "warm_start.learning_rate": 0.05, "sft.batch_size": 4})
     cfg = _cfg(tmp_path, **over)
     tok, policy = tiny_policy(0)
     if lora:
         from fairrl.models.loading import LoraSettings, apply_lora
 
         policy = apply_lora(policy, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules="all-linear"))
+    data = _data()
+    if warm:
+        from fairrl.data.run_data import RunData
+
+        for e in data.train:
+            e.columns["completion"] = "a a a a"
+        data = RunData(train=data.train, evals={})
     run = grpo_recipe.run_training(cfg, out=str(tmp_path / "run"), console=lambda s: None, evaluate=False,
-                                   progress=False, components=(tok, policy), data=_data())  # fmt: skip
+                                   progress=False, components=(tok, policy), data=data)  # fmt: skip
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return engines[0], rows, run
 
@@ -123,6 +135,16 @@ def test_grpo_samples_with_the_engine_and_keeps_its_weights_current(tmp_path, mo
         assert engine.loaded == 3 and engine.resets == 3
     for r in rows:
         assert r["sampling/importance_sampling_ratio/mean"] == pytest.approx(1.0, abs=1e-4)  # stale: 0.98-1.014
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full-weights", "lora-merged"])
+def test_a_warm_started_run_gives_the_engine_its_new_base_weights(tmp_path, monkeypatch, lora):
+    """After a warm start (LoRA merged into the base, a fresh adapter) the engine gets the new base weights
+    in place before the first rollout; its samples then match the trainer's pi_old (ratios ~1 from step 1)."""
+    engine, rows, _ = _run_with_fake(tmp_path, monkeypatch, lora, warm=2)
+    assert engine.loaded == (4 if not lora else 1)  # full: the warm start + 3 updates; LoRA: the base once
+    for r in rows:
+        assert r["sampling/importance_sampling_ratio/mean"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_sampling_kwargs_map_the_config():
@@ -164,4 +186,4 @@ def test_without_vllm_installed_the_run_stops_with_a_message(tmp_path):
     with pytest.raises(ConfigError, match="pip install 'fairrl\\[vllm\\]'"):
         create_vllm_rollout(cfg, "m", tmp_path, 0, [1])
     with pytest.raises(ConfigError, match="use_vllm"):
-        load_config(None, ["algorithm.use_vllm=true", "warm_start.steps=2"])
+        load_config(None, ["algorithm.use_vllm=true", "method=sft"])

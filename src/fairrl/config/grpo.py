@@ -303,10 +303,10 @@ class TrainConfig(RunConfig):
                 f"warm_start.steps={self.warm_start.steps} applies to method grpo only (method {self.method!r}); "
                 "set warm_start.steps=0, or add the SFT steps to a method: sft run"
             )
-        if self.algorithm.use_vllm and (self.method != "grpo" or self.warm_start.steps):
+        if self.algorithm.use_vllm and self.method != "grpo":
             raise ValueError(
-                "algorithm.use_vllm samples the rollouts of method grpo without a warm_start (the warm-started "
-                "weights would have to reach the engine first); set algorithm.use_vllm=false"
+                f"algorithm.use_vllm samples the rollouts of method grpo (not {self.method}); "
+                "set algorithm.use_vllm=false"
             )
         if m is not None and not keeps_groups(m, G):
             raise ValueError(

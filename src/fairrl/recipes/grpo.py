@@ -115,7 +115,9 @@ def run_training(
         if warm is None and ranks.main:
             abandon_run(folder)
         raise
-    if state and step_fn.engine is not None:
+    if warm is not None and step_fn.engine is not None:
+        step_fn.engine.sync_base(policy)  # the warm-started weights (and the resumed adapter), not the hub's
+    elif state and step_fn.engine is not None:
         step_fn.engine.sync(policy)  # the resumed weights, not the checkpoint's base model
     start = state["step"] if state else 0
     stream = make_sampler(cfg.algorithm, data.train, cfg.seed, state.get("sampler", state) if state else None)

@@ -113,6 +113,23 @@ class VLLMRollout:
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()
 
+    @torch.no_grad()
+    def sync_base(self, policy) -> None:
+        """Give the engine new base weights in place (a warm start merged its LoRA into them), then the
+        policy's current adapter or full weights (:meth:`sync`)."""
+        if self.lora:
+            engine_model(self.llm).load_weights(base_weights(policy))
+        self.sync(policy)
+
+
+def base_weights(policy):
+    """(Hugging Face name, tensor) of a LoRA policy's base weights, the adapter's own tensors left out: what
+    ``load_weights`` of the engine's model takes (PEFT's injected ``.base_layer`` dropped from the names)."""
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    for name, p in base.named_parameters():
+        if "lora_" not in name:
+            yield name.replace(".base_layer", ""), p.detach()
+
 
 def create_vllm_rollout(cfg, model_path: str, run_dir: Path, pad_id: int, stop_ids: Sequence[int],
                         world: int = 1) -> VLLMRollout:  # fmt: skip
