@@ -162,9 +162,18 @@ class AlgorithmConfig(Strict):
     use_vllm: bool = False
     """Sample the rollouts with vLLM (``pip install 'fairrl[vllm]'``, GPU) instead of fairrl's own sampler
     (:mod:`fairrl.rollout.vllm_backend`; TRL's name)."""
-    vllm_mode: Literal["colocate"] = "colocate"
-    """colocate: a vLLM engine in each training process, weights synchronised after every update
-    (TRL's colocate mode; server mode is not built yet)."""
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    """colocate: a vLLM engine in each training process, weights synchronised after every update (TRL's
+    colocate mode); server: a vLLM server on GPUs of its own, reached with TRL's client, weights streamed to
+    it after every update (TRL's server mode, :mod:`fairrl.rollout.vllm_server`)."""
+    vllm_server_base_url: str | None = None
+    """The server's address, e.g. ``http://10.0.0.5:8000`` (server mode; overrides host and port)."""
+    vllm_server_host: str = "0.0.0.0"
+    """The server's host when no base URL is given (TRL's default)."""
+    vllm_server_port: int = Field(8000, ge=1, le=65535)
+    """The server's port when no base URL is given (TRL's default)."""
+    vllm_server_timeout: float = Field(240.0, ge=0.0, allow_inf_nan=False)
+    """Seconds to wait for the server to answer before the run stops with a message (TRL's default)."""
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
     """Share of the GPU memory vLLM may take (the trainer keeps the rest)."""
     vllm_importance_sampling_correction: bool = True
