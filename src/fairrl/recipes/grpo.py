@@ -33,6 +33,7 @@ from fairrl.models.loading import count_parameters, resolve_model_path
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
 from fairrl.rewards.check import check_rewards
 from fairrl.rollout.vllm_backend import create_vllm_rollout
+from fairrl.rollout.vllm_server import create_server_rollout
 from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
 from fairrl.trainer.completions import completion_rows, format_completions
 from fairrl.trainer.grpo_step import GRPOStep, batch_metrics, make_reference, step_generator
@@ -106,7 +107,9 @@ def run_training(
         policy = start_from_warm(cfg, policy)
     try:
         step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy), ranks=ranks)
-        if cfg.algorithm.use_vllm:  # vLLM samples; it gets the weights after every update (and now, on resume)
+        if cfg.algorithm.use_vllm and cfg.algorithm.vllm_mode == "server":  # a vLLM server samples
+            step_fn.engine = create_server_rollout(cfg, step_fn.pad_id, step_fn.eos_ids)
+        elif cfg.algorithm.use_vllm:  # vLLM samples; it gets the weights after every update (and now, on resume)
             step_fn.engine = create_vllm_rollout(cfg, resolve_model_path(cfg.model.name_or_path), run_dir,
                                                  step_fn.pad_id, step_fn.eos_ids, ranks.world)  # fmt: skip
         optimizer, scheduler = make_optimizer(cfg, policy, cfg.optimizer_steps)

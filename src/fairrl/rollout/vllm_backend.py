@@ -133,12 +133,7 @@ def base_weights(policy):
 
 def create_vllm_rollout(cfg, model_path: str, run_dir: Path, pad_id: int, stop_ids: Sequence[int],
                         world: int = 1) -> VLLMRollout:  # fmt: skip
-    """A colocated engine for the run's model folder (``algorithm.use_vllm``); vLLM must be installed. With
-    ``vllm_mode: server`` the sampler of a vLLM server instead (:mod:`fairrl.rollout.vllm_server`)."""
-    if cfg.algorithm.vllm_mode == "server":
-        from fairrl.rollout.vllm_server import create_server_rollout
-
-        return create_server_rollout(cfg, pad_id, stop_ids)  # type: ignore[return-value]
+    """A colocated engine for the run's model folder (``algorithm.use_vllm``); vLLM must be installed."""
     try:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
