@@ -65,6 +65,13 @@ def outputs_to_rollout(outputs: Sequence[Any], prompt_ids: list[list[int]], grou
             per_token = c.logprobs or [None] * len(tokens)
             logps.append([float(d[t].logprob) if d and t in d else math.nan for t, d in zip(tokens, per_token, strict=True)])
             truncated.append(c.finish_reason == "length")
+    return lists_to_rollout(prompt_ids, ids, logps, truncated, group_size, pad_id, device)
+
+
+def lists_to_rollout(prompt_ids: list[list[int]], ids: list[list[int]], logps: list[list[float]], truncated: list[bool],
+                     group_size: int, pad_id: int, device: torch.device | str = "cpu") -> Rollout:  # fmt: skip
+    """A :class:`Rollout` from per-prompt token ids and per-completion token ids, log-probs and length flags
+    (prompts left-padded, completions right-padded, log-probs 0 on padding)."""
     prompt, prompt_mask = left_pad(prompt_ids, pad_id)
     completion, mask = right_pad(ids, pad_id)
     width = completion.shape[1]

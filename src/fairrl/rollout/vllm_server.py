@@ -31,8 +31,8 @@ import torch
 
 from fairrl.distributed import current
 from fairrl.errors import ConfigError
-from fairrl.rollout.generate import Rollout, left_pad, right_pad
-from fairrl.rollout.vllm_backend import base_weights, sampling_kwargs
+from fairrl.rollout.generate import Rollout
+from fairrl.rollout.vllm_backend import base_weights, lists_to_rollout, sampling_kwargs
 
 
 def server_rollout(response: dict[str, Any], prompt_ids: list[list[int]], group_size: int, max_tokens: int,
@@ -51,15 +51,7 @@ def server_rollout(response: dict[str, Any], prompt_ids: list[list[int]], group_
         logps.append(row)
     stop = set(stop_ids)
     truncated = [len(t) >= max_tokens and (not t or t[-1] not in stop) for t in ids]
-    prompt, prompt_mask = left_pad(prompt_ids, pad_id)
-    completion, mask = right_pad(ids, pad_id)
-    width = completion.shape[1]
-    logprobs = torch.tensor([row + [0.0] * (width - len(row)) for row in logps], dtype=torch.float32)
-    return Rollout(
-        prompt_ids=prompt.to(device), prompt_mask=prompt_mask.to(device), completion_ids=completion.to(device),
-        completion_mask=mask.to(device), logprobs=logprobs.to(device),
-        truncated=torch.tensor(truncated, dtype=torch.bool, device=device), group_size=group_size,
-    )  # fmt: skip
+    return lists_to_rollout(prompt_ids, ids, logps, truncated, group_size, pad_id, device)
 
 
 class VLLMServerRollout:
