@@ -19,9 +19,23 @@ from tests.test_distributed import _spawn
 from tests.test_dpo import _cfg as _dpo_cfg
 from tests.test_dpo import _learner as _dpo_learner
 from tests.test_dpo import _pairs_file
-from tests.test_rm import _skewed_cfg, _skewed_file, tiny_rm
+from tests.test_rm import _skewed_cfg, _skewed_file
 
 KEYS = ("loss", "aux_loss", "grad_norm", "accuracy", "margin_mean", "fairness", "base_loss")
+
+
+def _no_dropout_rm(tokenizer):
+    """tests.test_rm's tiny reward model without dropout: BERT's dropout (some transformers versions keep
+    the attention's as a plain float) draws other random numbers on each rank than in one process."""
+    from transformers import BertConfig, BertModel
+
+    from fairrl.models.reward_model import RewardModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)  # fmt: skip
+    return RewardModel(BertModel(config), 32, "mean", decoder=False)
 
 
 def _tokenizer():
@@ -38,10 +52,7 @@ def _run(kind: str, extra: list[str], root: str, out: str) -> None:
     if kind == "rm":
         cfg = _skewed_cfg(f"{root}/skew.jsonl", *extra)
         tok = _tokenizer()
-        model = tiny_rm(tok)
-        for m in model.modules():  # BERT's dropout draws other random numbers on each rank than in one process
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
+        model = _no_dropout_rm(tok)
         run_rm(cfg, out=out, console=lambda s: None, progress=False, learner=RMLearner(model, tok, cfg))
     else:
         cfg = _dpo_cfg(f"{root}/p.jsonl", *extra)
