@@ -95,6 +95,15 @@ def test_answer_format():
     assert get_reward("answer_format")(None, replies, **cols) == [1.0, 1.0, 0.0, 0.0, None]
 
 
+def test_length_penalty_by_hand():
+    """L = 4: 2 tokens -> -2/4 = -0.5, 4 -> -1, 6 (capped at L) -> -1, 0 -> 0; without ids, words count."""
+    fn = get_reward("length_penalty", {"max_tokens": 4})
+    assert fn(None, ["a", "b", "c", "d"], completion_ids=[[1, 2], [1] * 4, [1] * 6, []]) == [-0.5, -1.0, -1.0, 0.0]
+    assert fn(None, ["one two three", ""]) == [-0.75, 0.0]
+    with pytest.raises(ConfigError, match="max_tokens must be a positive integer"):
+        get_reward("length_penalty", {"max_tokens": 0})
+
+
 def test_reasoning_rewards_use_the_verifier_and_skip_other_rows():
     """Oracle '2' (Calculate 5 - 3.): 'Answer: 2' -> 1; 'Answer: 12' -> partial credit len('2')/len('12')
     = 0.5, which reasoning_exact turns into 0; 'Answer: 3' -> 0; the BBQ row -> None."""
