@@ -90,6 +90,12 @@ class Ranks:
             return flag
         return bool(self.sum(torch.tensor([float(flag)], device=self._device())).item() > 0)
 
+    def all(self, flag: bool) -> bool:
+        """True on every rank when it is true on every rank (e.g. a layout every rank's data allows)."""
+        if not self.active:
+            return flag
+        return bool(self.sum(torch.tensor([float(not flag)], device=self._device())).item() == 0)
+
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """The ranks' tensors of one shape, concatenated along dim 0 in rank order."""
         if not self.active:
@@ -127,10 +133,20 @@ class Ranks:
         return out
 
     def sum_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
-        """Sum the accumulated gradients over ranks, in place (a missing gradient counts as zeros)."""
+        """Sum the accumulated gradients over ranks, in place (a missing gradient counts as zeros). Parameters
+        of FSDP2 units (DTensors, :mod:`fairrl.models.sharding`) hold shards that their backward already
+        averaged over the ranks: those are multiplied by the number of ranks."""
         if not self.active:
             return
-        params = [p for p in parameters if p.requires_grad]
+        from torch.distributed.tensor import DTensor
+
+        parameters = [p for p in parameters if p.requires_grad]
+        for p in parameters:
+            if isinstance(p, DTensor) and p.grad is not None:
+                p.grad.to_local().mul_(self.world)
+        params = [p for p in parameters if not isinstance(p, DTensor)]
+        if not params:
+            return
         flat = torch.cat([
             (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
         ])  # fmt: skip

@@ -113,6 +113,16 @@ class LoraConfig(Strict):
         return value
 
 
+class FSDPConfig(Strict):
+    """FSDP2 sharding of the policy under ``torchrun`` (:mod:`fairrl.models.sharding`): each decoder layer's
+    weights, gradients and optimiser state are split across the ranks with ``torch.distributed.fsdp.fully_shard``."""
+
+    mixed_precision: Literal["off", "bf16", "fp16"] = "off"
+    """Layers compute in this dtype (weights gathered in it); gradients are reduced and kept in float32."""
+    reshard_after_forward: bool = True
+    """Free a layer's gathered weights after its forward (less memory; gathered again for the backward)."""
+
+
 class ModelConfig(Strict):
     name_or_path: str = "smollm2-135m-instruct"
     """Built-in name, local folder or Hugging Face hub id of a causal LM."""
@@ -130,6 +140,10 @@ class ModelConfig(Strict):
     """Recompute each layer's activations in the backward pass instead of keeping them (less memory, one
     more forward). The training forward then packs each prompt with its completions where that pays, else
     encodes the prompt with each completion (transformers drops the KV cache inside checkpointed layers)."""
+
+    fsdp: FSDPConfig | None = None
+    """Shard the policy's layers (and a frozen reference copy) across the ranks with FSDP2 (``fsdp: {}`` for the
+    defaults; method grpo, under ``torchrun`` with 2+ ranks); null = every rank holds the whole model."""
 
     @field_validator("device")
     @classmethod

@@ -322,7 +322,23 @@ class TrainConfig(RunConfig):
                 f"algorithm.micro_batch_size={m} must divide num_generations={G} or be a multiple of it "
                 "(a micro-batch holds part of one prompt's group or whole groups)"
             )
+        if self.model.fsdp is not None:
+            self._check_fsdp()
         return self
+
+    def _check_fsdp(self) -> None:
+        """FSDP2 needs every rank to train the same number of micro-batches: what makes ranks hold different
+        rows is refused at load (fairrl.models.sharding)."""
+        a = self.algorithm
+        if self.method != "grpo":
+            raise ValueError(f"model.fsdp shards the policy of method grpo (not yet {self.method}); remove model.fsdp")
+        uneven = [name for name, on in (("dynamic_sampling", a.dynamic_sampling),
+                                        ("rollout_allocator=xrpo", a.rollout_allocator == "xrpo"),
+                                        ("use_vllm", a.use_vllm)) if on]  # fmt: skip
+        if uneven:
+            raise ValueError(f"model.fsdp does not combine with algorithm.{uneven[0]} yet (the ranks would hold "
+                             f"different numbers of rows, and FSDP2 needs them to run the layers alike); "
+                             f"remove one of the two")  # fmt: skip
 
     def _check_allocator(self) -> None:
         """What XRPO's allocator (groups of different sizes) works with; the rest is refused at load."""

@@ -20,6 +20,8 @@ Log-probs use ``logits / temperature`` (the distribution that was sampled), as T
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from fairrl.models.cache import cache_kwargs, returned_cache
@@ -81,11 +83,14 @@ def completion_outputs(
     group_size: int,
     share_prompt: bool = True,
     body: torch.nn.Module | None = None,
+    agree: Callable[[bool], bool] | None = None,
 ) -> torch.Tensor:
     """The outputs that predict each completion token, ``[P*G, Lc, X]`` (row ``p*G + g``).
 
     Last hidden states when ``body`` (the decoder without its output layer) is given, else logits. The
-    layout (packed, cached or plain) is chosen as the module docstring says.
+    layout (packed, cached or plain) is chosen as the module docstring says; ``agree`` (FSDP2 ranks,
+    :meth:`fairrl.distributed.Ranks.all`) makes every rank pack only when every rank's batch pays, so all
+    run the layers the same number of times.
     """
     G = group_size
     P, Lp = prompt_ids.shape
@@ -93,7 +98,10 @@ def completion_outputs(
     base = unwrap_peft(model)
     checkpointing = model.training and checkpointing_active(model) and torch.is_grad_enabled()
     inputs = (completion_mask.sum(-1) - 1).clamp(min=0).view(P, G)
-    if share_prompt and packing_pays(Lp, inputs, getattr(base.config, "hidden_size", None) or 1024):
+    pack = share_prompt and packing_pays(Lp, inputs, getattr(base.config, "hidden_size", None) or 1024)
+    if agree is not None:
+        pack = agree(pack)
+    if pack:
         packed = pack_groups(prompt_ids, prompt_mask, completion_ids, completion_mask, G)
         mask = attention_mask_for(base, packed.keep, base.get_input_embeddings().weight.dtype)
         if mask is not None:
@@ -139,17 +147,19 @@ def completion_logprobs(
     temperature: float = 1.0,
     share_prompt: bool = True,
     with_entropy: bool = False,
+    agree: Callable[[bool], bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs ``[P*G, Lc]`` of the completions (0 on padding) and optionally mean entropy."""
+    """Per-token log-probs ``[P*G, Lc]`` of the completions (0 on padding) and optionally mean entropy
+    (``agree``: see :func:`completion_outputs`)."""
     head = output_head(model)
     args = (model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size, share_prompt)
     if head is None:
-        logits = completion_outputs(*args)  # [P*G, Lc, V]
+        logits = completion_outputs(*args, agree=agree)  # [P*G, Lc, V]
         logp = token_logprobs(logits, completion_ids, temperature) * completion_mask
         entropy = token_entropy(logits, completion_mask, temperature) if with_entropy else None
         return logp, entropy
     body, weight, bias = head
-    hidden = completion_outputs(*args, body=body)  # [P*G, Lc, d]
+    hidden = completion_outputs(*args, body=body, agree=agree)  # [P*G, Lc, d]
     return hidden_logprobs(hidden, weight, bias, completion_ids, completion_mask, temperature, with_entropy)
 
 

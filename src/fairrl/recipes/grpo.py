@@ -31,10 +31,11 @@ from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters, resolve_model_path
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
+from fairrl.models.sharding import full_params, is_sharded, shard_model, unsharded_copy
 from fairrl.rewards.check import check_rewards
 from fairrl.rollout.vllm_backend import create_vllm_rollout
 from fairrl.rollout.vllm_server import create_server_rollout
-from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
+from fairrl.trainer.checkpoint import gather_sharded, resume_checkpoint, save_checkpoint
 from fairrl.trainer.completions import completion_rows, format_completions
 from fairrl.trainer.grpo_step import GRPOStep, batch_metrics, make_reference, step_generator
 from fairrl.trainer.guard import step_guard
@@ -106,7 +107,15 @@ def run_training(
         warm = run_warm_start(cfg, run_dir, tokenizer, policy, data, console, progress=progress)
         policy = start_from_warm(cfg, policy)
     try:
-        step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=make_reference(cfg, policy), ranks=ranks)
+        ref_model = make_reference(cfg, policy)
+        if cfg.model.fsdp is not None and ranks.active:  # FSDP2: each rank keeps 1/N of every decoder layer
+            layers = shard_model(policy, cfg.model.fsdp, ranks)
+            if ref_model is not None:
+                shard_model(ref_model, cfg.model.fsdp, ranks)
+            console(f"FSDP2: {layers} decoder layers sharded over {ranks.world} ranks")
+        elif cfg.model.fsdp is not None:
+            console("note: model.fsdp shards across ranks and does nothing in one process (torchrun --nproc_per_node N)")
+        step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=ref_model, ranks=ranks)
         if cfg.algorithm.use_vllm and cfg.algorithm.vllm_mode == "server":  # a vLLM server samples
             step_fn.engine = create_server_rollout(cfg, step_fn.pad_id, step_fn.eos_ids)
         elif cfg.algorithm.use_vllm:  # vLLM samples; it gets the weights after every update (and now, on resume)
@@ -133,7 +142,8 @@ def run_training(
     try:
         while step < cfg.max_steps:
             t_step = time.perf_counter()
-            batch, ds_info = step_fn.collect(stream, step_generator(cfg.seed, step, device), step=step)
+            with full_params(policy):  # FSDP2: gathered once for the step's sampling (a no-op otherwise)
+                batch, ds_info = step_fn.collect(stream, step_generator(cfg.seed, step, device), step=step)
             t_gen = time.perf_counter() - t_step
             metrics = batch_metrics(batch, names)
             metrics.update(ds_info)
@@ -153,15 +163,19 @@ def run_training(
                     console(format_completions(step, rows, cfg.num_completions_to_print, batch.rollout.group_size))
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", zero_std=f"{metrics['frac_reward_zero_std']:.2f}")
-            if ranks.main and (step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time):
-                save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"position": stream.position, "sampler": stream.state()},
-                                keep=cfg.keep_checkpoints)
+            if step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time:
+                gathered = gather_sharded(policy, optimizer)  # FSDP2: whole tensors, gathered by every rank
+                if ranks.main:
+                    save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"position": stream.position, "sampler": stream.state()},
+                                    keep=cfg.keep_checkpoints, gathered=gathered)
             if out_of_time:
                 console(f"\nstopping at step {step}: max_minutes={cfg.max_minutes} reached")
                 break
     finally:
         bar.close()
         logger.close()
+    if is_sharded(policy):  # the final save and evaluation work on a whole copy (fairrl.models.sharding)
+        policy = unsharded_copy(policy, cfg.model.lora)
     policy = final_model(cfg, policy)
     if ranks.main:
         save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)

@@ -34,6 +34,13 @@ from safetensors.torch import load_file, save_file
 from fairrl.console import Console
 from fairrl.errors import ConfigError, FairRLError
 from fairrl.fsutil import atomic_directory, sweep_temporaries, write_text_atomic
+from fairrl.models.sharding import (
+    full_optimizer_state,
+    full_state_dict,
+    is_sharded,
+    like,
+    reshard_optimizer_state,
+)
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -64,14 +71,17 @@ def save_checkpoint(
     scheduler,
     extra: dict[str, Any],
     keep: int = 2,
+    gathered: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, prune all but the newest ``keep``, sweep stale temporaries."""
+    """Write checkpoint ``step`` atomically, prune all but the newest ``keep``, sweep stale temporaries.
+    ``gathered``: the weights and optimiser state of a sharded model, from :func:`gather_sharded`."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
+    weights, optim = gathered if gathered is not None else (trainable_state(model), optimizer.state_dict())
     with atomic_directory(final) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        torch.save(optim, tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         state = {"step": step, "rng": rng_state(), **extra}
@@ -83,6 +93,14 @@ def save_checkpoint(
     sweep_temporaries(root)
     sweep_temporaries(Path(run_dir))
     return final
+
+
+def gather_sharded(model, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """A sharded (FSDP2) model's trainable weights and optimiser state as whole tensors, for
+    :func:`save_checkpoint` (every rank calls it: a collective); None for an unsharded model."""
+    if not is_sharded(model):
+        return None
+    return full_state_dict(model, trainable_only=True), full_optimizer_state(optimizer)
 
 
 def checkpoint_folders(run_dir: Path) -> list[Path]:
@@ -163,14 +181,18 @@ def apply_checkpoint(
             f"checkpoint {data.path} does not match the model (e.g. {missing[0]!r}); resume with the same model config"
         )
     with torch.no_grad():
-        for name, value in data.weights.items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
+        for name, value in data.weights.items():  # a sharded parameter takes its shard (fairrl.models.sharding)
+            params[name].copy_(like(value, params[name]))
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(data.optimizer)
     except (ValueError, KeyError) as err:
         raise ConfigError(
             f"checkpoint {data.path}: the optimiser state does not match the model ({err})"
         ) from None
+    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
+        group.update(kernel)  # the kernel is this run's choice (a sharded run cannot use the fused one)
+    reshard_optimizer_state(optimizer)
     if scheduler is not None and data.scheduler is not None:
         scheduler.load_state_dict(data.scheduler)
     set_rng_state(data.state["rng"])

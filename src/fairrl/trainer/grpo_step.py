@@ -36,6 +36,7 @@ from fairrl.losses import kl_k3, part_share, policy_loss
 from fairrl.losses.drpo import drpo_loss
 from fairrl.losses.rollout_correction import rollout_is_weights
 from fairrl.models.logprobs import completion_logprobs
+from fairrl.models.sharding import full_params, is_sharded
 from fairrl.rewards import RewardLogs, TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.rollout.generate import Rollout, left_pad, sample_groups
 from fairrl.trainer.allocation import allocated_rollout
@@ -306,7 +307,7 @@ class GRPOStep:
                 logp, entropy = completion_logprobs(
                     self.policy, r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[rows],
                     r.completion_mask[rows], c.group_size, temperature=alg.temperature,
-                    share_prompt=alg.share_prompt, with_entropy=(it == 0),
+                    share_prompt=alg.share_prompt, with_entropy=(it == 0), agree=self.agree,
                 )  # fmt: skip
                 old = logp.detach() if alg.num_iterations == 1 else r.logprobs[rows]
                 is_weights = self.rollout_weights(old, r.logprobs[rows], mask[rows])
@@ -391,9 +392,15 @@ class GRPOStep:
             ])  # fmt: skip
 
         if self.ref_model is not None:
-            return run(self.ref_model)
-        with self.policy.disable_adapter():
+            with full_params(self.ref_model):  # FSDP2: gathered once, so ranks may run different layouts
+                return run(self.ref_model)
+        with self.policy.disable_adapter(), full_params(self.policy):
             return run(self.policy)
+
+    @property
+    def agree(self):
+        """With a sharded policy (FSDP2), every rank must run the layers alike: the packing decision is joint."""
+        return self.ranks.all if is_sharded(self.policy) else None
 
 
 def _as_list(x) -> list[int]:

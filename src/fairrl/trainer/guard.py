@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
+from fairrl.distributed import current
 from fairrl.errors import FairRLError
+from fairrl.models.sharding import is_dtensor, local
 
 CAUSES = (
     "a learning_rate too high for this model (lower it, keep max_grad_norm set), "
@@ -46,8 +48,12 @@ def check_value(what: str, value: float | torch.Tensor) -> None:
 
 def check_weights(params: Iterable[torch.Tensor]) -> None:
     """Raise :class:`NonFiniteError` when any trainable weight is inf or NaN (one device sync in all)."""
-    flags = [torch.isfinite(p.detach()).all() for p in params if p.requires_grad and p.is_floating_point()]
-    if flags and not bool(torch.stack(flags).all()):
+    params = [p for p in params if p.requires_grad and p.is_floating_point()]
+    flags = [torch.isfinite(local(p.detach())).all() for p in params]
+    bad = bool(flags) and not bool(torch.stack(flags).all())
+    if any(is_dtensor(p) for p in params):  # FSDP2: each rank sees its shards; every rank must stop together
+        bad = current().any(bad)
+    if bad:
         raise NonFiniteError("weight after the optimiser step")
 
 

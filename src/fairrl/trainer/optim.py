@@ -16,6 +16,8 @@ import math
 import torch
 
 from fairrl.config.common import RunConfig
+from fairrl.distributed import current
+from fairrl.models.sharding import is_dtensor, local
 
 
 def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -29,6 +31,8 @@ def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
         and devices <= {"cpu", "cuda"}
         and all(p.is_floating_point() for p in tensors)
     )
+    if len({is_dtensor(p) for p in tensors}) > 1:  # FSDP2 shards next to whole weights: one tensor at a time
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=False)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
@@ -74,4 +78,16 @@ def clip_gradients(params, max_norm: float | None) -> float:
     params = [p for p in params if p.grad is not None]
     if not params:
         return 0.0
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else math.inf))
+    if not any(is_dtensor(p.grad) for p in params):
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else math.inf))
+    # FSDP2 (fairrl.models.sharding): shards' squares summed over the ranks, whole gradients counted once
+    squares = torch.zeros(2, dtype=torch.float64)
+    for p in params:
+        squares[0 if is_dtensor(p.grad) else 1] += local(p.grad).detach().double().pow(2).sum().cpu()
+    shard_total = current().sum(squares[:1])
+    norm = float((shard_total[0] + squares[1]).sqrt())
+    if max_norm is not None and math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)  # torch's clip_grad_norm_ coefficient
+        for p in params:
+            local(p.grad).mul_(scale)
+    return norm

@@ -43,7 +43,7 @@ RUN_FILES = (
 """What runs write into their folder (names or glob patterns): ``--overwrite`` removes these and the
 temporaries of crashed writes; other files in the folder are never touched."""
 
-RESUMABLE_MODEL_KEYS = ("device", "gradient_checkpointing")
+RESUMABLE_MODEL_KEYS = ("device", "gradient_checkpointing", "fsdp")  # fsdp: checkpoints hold whole tensors
 """``model.*`` keys that ``--set`` may change on ``--resume``; any other would not fit the checkpoints."""
 
 

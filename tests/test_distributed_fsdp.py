@@ -1,0 +1,168 @@
+"""FSDP2 (``model.fsdp``) on 2 gloo ranks: each rank holds half of every decoder layer, and a GRPO run gives the
+metrics and weights of one process with the same global batch (fairrl.models.sharding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+
+from fairrl.config import load_config
+from fairrl.errors import ConfigError
+from fairrl.models.loading import LoraSettings, apply_lora
+from fairrl.models.sharding import full_params, full_state_dict, is_sharded, layer_modules, shard_model
+from fairrl.recipes.grpo import run_training
+from tests.test_distributed import KEYS, _rows, _spawn
+from tests.test_train_e2e import _cfg, _data
+from tests.tiny import tiny_policy
+
+FSDP = {"model.fsdp": "{}"}
+LORA = {"model.lora": "{r: 4, alpha: 8}"}
+
+
+def _train(cfg, out, console=lambda s: None):
+    """test_distributed's run, with the tiny policy LoRA-wrapped when the config asks (as build_policy does)."""
+    torch.manual_seed(0)
+    tok, model = tiny_policy(0)
+    if cfg.model.lora is not None:
+        lora = cfg.model.lora
+        model = apply_lora(model, LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules))
+    data = _data()
+    for e in data.train:  # a target per prompt, for the SFT warm start
+        e.columns["completion"] = "a a"
+    return run_training(cfg, out=str(out), console=console, evaluate=False, progress=False,
+                        components=(tok, model), data=data)  # fmt: skip
+
+
+def _fsdp_rank(rank: int, world: int, rendezvous: str, overrides: dict, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    lines: list[str] = []
+    try:
+        _train(_cfg(None, **overrides), out, console=lines.append)
+    finally:
+        dist.destroy_process_group()
+    (Path(f"{out}-console-{rank}.txt")).write_text("\n".join(lines))
+
+
+def _final(run_dir):
+    name = "adapter_model.safetensors" if (run_dir / "final" / "adapter_model.safetensors").exists() else "model.safetensors"
+    return load_file(str(run_dir / "final" / name))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"algorithm.beta": 0.05},  # full fine-tuning: the frozen reference copy is sharded too
+    {**LORA, "algorithm.beta": 0.05, "algorithm.loss_type": "grpo"},  # reference = the adapter-disabled policy
+    {**LORA, "model.gradient_checkpointing": "true", "algorithm.micro_batch_size": 4},  # recompute gathers again
+    {**LORA, "warm_start.steps": 2, "algorithm.beta": 0.05},  # SFT unsharded, then the merged model sharded
+], ids=["full-ref-copy", "lora", "checkpointing-microbatches", "warm-start"])
+def test_fsdp_on_two_ranks_equals_one_process(tmp_path, overrides):
+    overrides = {"max_steps": 3, "save_steps": 2, **FSDP, **overrides}
+    one = _train(_cfg(None, **overrides), tmp_path / "one")  # one process: model.fsdp does nothing
+    _spawn(_fsdp_rank, (2, str(tmp_path / "rdv"), overrides, str(tmp_path / "two")))
+    two = tmp_path / "two"
+    assert "FSDP2: 2 decoder layers sharded over 2 ranks" in (tmp_path / "two-console-1.txt").read_text()
+    a, b = _rows(one), _rows(two)
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b, strict=True):
+        for k in KEYS:
+            if k in ra:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), k
+    wa, wb = _final(one), _final(two)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)
+    # the checkpoint holds whole tensors, as an unsharded run's
+    ca, cb = (load_file(str(d / "checkpoints" / "step-000002" / "trainable.safetensors")) for d in (one, two))
+    assert ca.keys() == cb.keys() and all(ca[k].shape == cb[k].shape for k in ca)
+
+
+def test_an_fsdp_run_resumes_in_one_process(tmp_path):
+    """2 steps sharded on 2 ranks, then --resume without FSDP in one process to step 3: as one process's 3
+    steps (the checkpoint's whole weights and AdamW moments load into either layout)."""
+    one = _train(_cfg(None, max_steps=3), tmp_path / "one")
+    _spawn(_fsdp_rank, (2, str(tmp_path / "rdv"), {"max_steps": 2, **FSDP}, str(tmp_path / "two")))
+    tok, model = tiny_policy(0)
+    run_training(_cfg(None, max_steps=3), out=str(tmp_path / "two"), resume=str(tmp_path / "two"),
+                 console=lambda s: None, evaluate=False, progress=False, components=(tok, model), data=_data())  # fmt: skip
+    a, b = _rows(one), _rows(tmp_path / "two")
+    assert [r["step"] for r in b] == [1, 2, 3]
+    for k in KEYS:
+        if k in a[2]:
+            assert b[2][k] == pytest.approx(a[2][k], rel=1e-4, abs=1e-5), k
+
+
+def _resume_sharded_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        tok, model = tiny_policy(0)
+        run_training(_cfg(None, max_steps=3, **FSDP), out=out, resume=out, console=lambda s: None, evaluate=False,
+                     progress=False, components=(tok, model), data=_data())  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_one_process_checkpoint_resumes_sharded(tmp_path):
+    """The other way: 2 steps in one process, step 3 sharded on 2 ranks (weights and moments distributed)."""
+    one = _train(_cfg(None, max_steps=3), tmp_path / "one")
+    _train(_cfg(None, max_steps=2), tmp_path / "two")
+    _spawn(_resume_sharded_rank, (2, str(tmp_path / "rdv2"), str(tmp_path / "two")))
+    a, b = _rows(one), _rows(tmp_path / "two")
+    assert [r["step"] for r in b] == [1, 2, 3]
+    for k in KEYS:
+        if k in a[2]:
+            assert b[2][k] == pytest.approx(a[2][k], rel=1e-4, abs=1e-5), k
+
+
+def _mixed_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        tok, model = tiny_policy(0)
+        layers = layer_modules(model)
+        cfg = _cfg(None, max_steps=2, **{"model.fsdp": "{mixed_precision: bf16}"})
+        shard_model(model, cfg.model.fsdp, __import__("fairrl.distributed", fromlist=["current"]).current())
+        assert is_sharded(model) and len(layers) == 2
+        w = layers[0].self_attn.q_proj.weight
+        assert w.to_local().shape[0] == w.shape[0] // 2  # this rank's half of the rows
+        ids = torch.tensor([[5, 6, 7]])
+        with torch.no_grad(), full_params(model):  # gathered: forwards inside communicate nothing
+            out_bf16 = model(input_ids=ids).logits
+        whole = full_state_dict(model)
+        assert whole["model.layers.0.self_attn.q_proj.weight"].dtype == torch.float32  # kept in float32
+        torch.save({"logits": out_bf16.float(), "rank": rank}, f"{out}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_mixed_precision_computes_in_bf16_and_keeps_float32_weights(tmp_path):
+    _spawn(_mixed_rank, (2, str(tmp_path / "rdv"), str(tmp_path / "logits")))
+    a, b = (torch.load(tmp_path / f"logits-{r}.pt")["logits"] for r in (0, 1))
+    torch.testing.assert_close(a, b)  # both ranks computed with the same gathered weights
+    tok, model = tiny_policy(0)
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor([[5, 6, 7]])).logits
+    diff = float((a - ref).abs().max())
+    assert 0 < diff < 0.05  # bf16 rounding, not another model
+
+
+def test_layer_modules_are_the_decoder_layers():
+    tok, model = tiny_policy(0)
+    layers = layer_modules(model)
+    assert [type(m).__name__ for m in layers] == ["LlamaDecoderLayer"] * 2
+    assert not is_sharded(model)
+
+
+@pytest.mark.parametrize("sets,match", [
+    (["model.fsdp={}", "algorithm.dynamic_sampling=true"], "model.fsdp does not combine with algorithm.dynamic_sampling"),
+    (["model.fsdp={}", "algorithm.rollout_allocator=xrpo"], "rollout_allocator=xrpo"),
+    (["model.fsdp={}", "method=sft"], "model.fsdp shards the policy of method grpo"),
+    (["model.fsdp={mixed_precision: fp8}"], "mixed_precision"),
+])  # fmt: skip
+def test_fsdp_settings_it_cannot_honour_are_refused(sets, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, sets)
