@@ -10,7 +10,9 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+from fairrl.cli import _train_function
 from fairrl.config import load_config
+from fairrl.config.common import FSDPConfig
 from fairrl.errors import ConfigError
 from fairrl.models.loading import LoraSettings, apply_lora
 from fairrl.models.sharding import full_params, full_state_dict, is_sharded, layer_modules, shard_model
@@ -160,9 +162,47 @@ def test_layer_modules_are_the_decoder_layers():
 @pytest.mark.parametrize("sets,match", [
     (["model.fsdp={}", "algorithm.dynamic_sampling=true"], "model.fsdp does not combine with algorithm.dynamic_sampling"),
     (["model.fsdp={}", "algorithm.rollout_allocator=xrpo"], "rollout_allocator=xrpo"),
-    (["model.fsdp={}", "method=sft"], "model.fsdp shards the policy of method grpo"),
+    (["model.fsdp={}", "method=kd"], "model.fsdp shards the policy of methods grpo, sft and dpo"),
     (["model.fsdp={mixed_precision: fp8}"], "mixed_precision"),
 ])  # fmt: skip
 def test_fsdp_settings_it_cannot_honour_are_refused(sets, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, sets)
+
+
+def _method_rank(rank: int, world: int, rendezvous: str, method: str, out: str) -> None:
+    from tests.test_distributed import _method_cfg
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        tok, model = tiny_policy(0)
+        cfg = _method_cfg(method, 3).model_copy(update={"model": _method_cfg(method, 3).model.model_copy(
+            update={"fsdp": FSDPConfig()})})  # fmt: skip
+        lines: list[str] = []
+        _train_function(method)(cfg, out=out, console=lines.append, evaluate=False, progress=False,
+                                components=(tok, model))  # fmt: skip
+        Path(f"{out}-console-{rank}.txt").write_text("\n".join(lines))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_sft_and_dpo_sharded_equal_one_process(tmp_path, method):
+    """The run skeleton's methods: SFT (one forward per rank and step) and DPO (the reference on gathered
+    layers, the policy's layout chosen jointly) on 2 sharded ranks give one process's metrics and weights."""
+    from tests.test_distributed import _train_method
+
+    _train_method(method, 3, tmp_path / "one")
+    _spawn(_method_rank, (2, str(tmp_path / "rdv"), method, str(tmp_path / "two")))
+    assert "FSDP2: 2 decoder layers sharded over 2 ranks" in (tmp_path / "two-console-0.txt").read_text()
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("loss", "grad_norm", "num_tokens"):
+            if k in ra:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), k
+    wa, wb = _final(tmp_path / "one"), _final(tmp_path / "two")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)

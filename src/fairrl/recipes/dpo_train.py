@@ -41,6 +41,7 @@ from fairrl.eval.heldout import evaluate_splits
 from fairrl.losses.preference import dpo_loss, dpo_margins
 from fairrl.models.common import end_of_turn_id
 from fairrl.models.logprobs import completion_logprobs
+from fairrl.models.sharding import full_params, is_sharded
 from fairrl.rollout.generate import left_pad, right_pad
 from fairrl.trainer.loop import RunContext, StreamMethod, run_method, update
 from fairrl.trainer.sft_step import ReplyEncoder
@@ -80,9 +81,11 @@ def encode_pairs(prompts: list[list[int]], chosen: list[list[int]], rejected: li
 
 
 def pair_logps(model, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed reply log-probabilities (chosen ``[B]``, rejected ``[B]``), the prompt encoded once per pair."""
+    """Summed reply log-probabilities (chosen ``[B]``, rejected ``[B]``), the prompt encoded once per pair
+    (a sharded model's ranks choose the layout together, :func:`~fairrl.models.logprobs.completion_outputs`)."""
+    agree = current().all if is_sharded(model) else None
     logp, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.reply_ids,
-                                  batch.reply_mask, 2)  # fmt: skip
+                                  batch.reply_mask, 2, agree=agree)  # fmt: skip
     sums = logp.sum(-1)  # [2B], 0 on padding
     return sums[0::2], sums[1::2]
 
@@ -125,7 +128,7 @@ class DPOMethod(StreamMethod):
             return pair_logps(self.reference, batch)
         policy = self.run.policy
         policy.eval()
-        with policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext():
+        with policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext(), full_params(policy):
             return pair_logps(policy, batch)
 
     def step(self, step: int) -> dict[str, Any]:

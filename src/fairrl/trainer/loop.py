@@ -49,9 +49,10 @@ from fairrl.distributed import current
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
 from fairrl.models.policy import build_policy, resolve_device
+from fairrl.models.sharding import is_sharded, shard_model, unsharded_copy
 from fairrl.rewards import TrainerState
 from fairrl.rewards.check import check_rewards
-from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
+from fairrl.trainer.checkpoint import gather_sharded, resume_checkpoint, save_checkpoint
 from fairrl.trainer.guard import check_value, check_weights, step_guard
 from fairrl.trainer.logging import MetricsLogger, NullLogger
 from fairrl.trainer.optim import clip_gradients, make_optimizer
@@ -225,6 +226,8 @@ def run_method(
             before = evaluator(policy, tokenizer, data, cfg, console, progress=progress and ranks.main)
             if ranks.main:
                 write_json_atomic(before_path, before)
+        if cfg.model.fsdp is not None and ranks.active:  # FSDP2 (fairrl.models.sharding), after the evaluation
+            console(f"FSDP2: {shard_model(policy, cfg.model.fsdp, ranks)} decoder layers sharded over {ranks.world} ranks")
         run.optimizer, run.scheduler = make_optimizer(
             cfg, policy, method.optimizer_steps(cfg), method.parameters()
         )
@@ -258,15 +261,19 @@ def run_method(
                 logger.log(step, metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}")
-            if ranks.main and (step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time):
-                save_checkpoint(run_dir, step, policy, run.optimizer, run.scheduler, method.state(),
-                                keep=cfg.keep_checkpoints)  # fmt: skip
+            if step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time:
+                gathered = gather_sharded(policy, run.optimizer)  # FSDP2: whole tensors, gathered by every rank
+                if ranks.main:
+                    save_checkpoint(run_dir, step, policy, run.optimizer, run.scheduler, method.state(),
+                                    keep=cfg.keep_checkpoints, gathered=gathered)  # fmt: skip
             if out_of_time:
                 console(f"\nstopping at step {step}: max_minutes={cfg.max_minutes} reached")
                 break
     finally:
         bar.close()
         logger.close()
+    if is_sharded(policy):  # the final save and evaluation work on a whole copy
+        policy = unsharded_copy(policy, cfg.model.lora)
     policy.eval()
     if ranks.main:
         save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)

@@ -43,6 +43,9 @@ def warm_start_config(cfg: TrainConfig) -> TrainConfig:
         "method": "sft", "run_name": FOLDER, "max_steps": ws.steps, "max_minutes": None,
         "learning_rate": ws.learning_rate or cfg.learning_rate,
         "save_steps": min(cfg.save_steps, ws.steps), "warm_start": type(ws)(),
+        # unsharded (data-parallel) even under model.fsdp: the GRPO phase merges its adapter into the
+        # weights and shards the result
+        "model": cfg.model.model_copy(update={"fsdp": None}),
     })  # fmt: skip
 
 
