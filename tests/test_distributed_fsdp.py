@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from fairrl.cli import _train_function
 from fairrl.config import load_config
 from fairrl.config.common import FSDPConfig
+from fairrl.distributed import current
 from fairrl.errors import ConfigError
 from fairrl.models.loading import LoraSettings, apply_lora
 from fairrl.models.sharding import full_params, full_state_dict, is_sharded, layer_modules, shard_model
@@ -87,10 +88,18 @@ def test_an_fsdp_run_resumes_in_one_process(tmp_path):
     steps (the checkpoint's whole weights and AdamW moments load into either layout)."""
     one = _train(_cfg(None, max_steps=3), tmp_path / "one")
     _spawn(_fsdp_rank, (2, str(tmp_path / "rdv"), {"max_steps": 2, **FSDP}, str(tmp_path / "two")))
+    _resume_to_step_3(_cfg(None, max_steps=3), str(tmp_path / "two"))
+    _same_third_step(one, tmp_path / "two")
+
+
+def _resume_to_step_3(cfg, out: str) -> None:
     tok, model = tiny_policy(0)
-    run_training(_cfg(None, max_steps=3), out=str(tmp_path / "two"), resume=str(tmp_path / "two"),
-                 console=lambda s: None, evaluate=False, progress=False, components=(tok, model), data=_data())  # fmt: skip
-    a, b = _rows(one), _rows(tmp_path / "two")
+    run_training(cfg, out=out, resume=out, console=lambda s: None, evaluate=False, progress=False,
+                 components=(tok, model), data=_data())  # fmt: skip
+
+
+def _same_third_step(one, two) -> None:
+    a, b = _rows(one), _rows(two)
     assert [r["step"] for r in b] == [1, 2, 3]
     for k in KEYS:
         if k in a[2]:
@@ -101,9 +110,7 @@ def _resume_sharded_rank(rank: int, world: int, rendezvous: str, out: str) -> No
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
-        tok, model = tiny_policy(0)
-        run_training(_cfg(None, max_steps=3, **FSDP), out=out, resume=out, console=lambda s: None, evaluate=False,
-                     progress=False, components=(tok, model), data=_data())  # fmt: skip
+        _resume_to_step_3(_cfg(None, max_steps=3, **FSDP), out)
     finally:
         dist.destroy_process_group()
 
@@ -113,11 +120,7 @@ def test_a_one_process_checkpoint_resumes_sharded(tmp_path):
     one = _train(_cfg(None, max_steps=3), tmp_path / "one")
     _train(_cfg(None, max_steps=2), tmp_path / "two")
     _spawn(_resume_sharded_rank, (2, str(tmp_path / "rdv2"), str(tmp_path / "two")))
-    a, b = _rows(one), _rows(tmp_path / "two")
-    assert [r["step"] for r in b] == [1, 2, 3]
-    for k in KEYS:
-        if k in a[2]:
-            assert b[2][k] == pytest.approx(a[2][k], rel=1e-4, abs=1e-5), k
+    _same_third_step(one, tmp_path / "two")
 
 
 def _mixed_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
@@ -127,7 +130,7 @@ def _mixed_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
         tok, model = tiny_policy(0)
         layers = layer_modules(model)
         cfg = _cfg(None, max_steps=2, **{"model.fsdp": "{mixed_precision: bf16}"})
-        shard_model(model, cfg.model.fsdp, __import__("fairrl.distributed", fromlist=["current"]).current())
+        shard_model(model, cfg.model.fsdp, current())
         assert is_sharded(model) and len(layers) == 2
         w = layers[0].self_attn.q_proj.weight
         assert w.to_local().shape[0] == w.shape[0] // 2  # this rank's half of the rows
