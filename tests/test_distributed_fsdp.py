@@ -165,7 +165,7 @@ def test_layer_modules_are_the_decoder_layers():
 @pytest.mark.parametrize("sets,match", [
     (["model.fsdp={}", "algorithm.dynamic_sampling=true"], "model.fsdp does not combine with algorithm.dynamic_sampling"),
     (["model.fsdp={}", "algorithm.rollout_allocator=xrpo"], "rollout_allocator=xrpo"),
-    (["model.fsdp={}", "method=kd"], "model.fsdp shards the policy of methods grpo, sft and dpo"),
+    (["model.fsdp={}", "method=ppo"], "model.fsdp shards the policy of methods grpo, sft, kd and dpo"),
     (["model.fsdp={mixed_precision: fp8}"], "mixed_precision"),
 ])  # fmt: skip
 def test_fsdp_settings_it_cannot_honour_are_refused(sets, match):
@@ -191,10 +191,11 @@ def _method_rank(rank: int, world: int, rendezvous: str, method: str, out: str) 
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo"])
-def test_sft_and_dpo_sharded_equal_one_process(tmp_path, method):
-    """The run skeleton's methods: SFT (one forward per rank and step) and DPO (the reference on gathered
-    layers, the policy's layout chosen jointly) on 2 sharded ranks give one process's metrics and weights."""
+@pytest.mark.parametrize("method", ["sft", "kd", "dpo"])
+def test_sft_kd_and_dpo_sharded_equal_one_process(tmp_path, method):
+    """The run skeleton's methods: SFT (one forward per rank and step), KD (replies and teacher logits on
+    gathered layers, on-policy and off-policy steps) and DPO (the reference on gathered layers, the policy's
+    layout chosen jointly) on 2 sharded ranks give one process's metrics and weights."""
     from tests.test_distributed import _train_method
 
     _train_method(method, 3, tmp_path / "one")

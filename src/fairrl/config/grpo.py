@@ -330,8 +330,8 @@ class TrainConfig(RunConfig):
         """FSDP2 needs every rank to train the same number of micro-batches: what makes ranks hold different
         rows is refused at load (fairrl.models.sharding)."""
         a = self.algorithm
-        if self.method not in ("grpo", "sft", "dpo"):
-            raise ValueError(f"model.fsdp shards the policy of methods grpo, sft and dpo (not yet {self.method}); "
+        if self.method not in ("grpo", "sft", "kd", "dpo"):
+            raise ValueError(f"model.fsdp shards the policy of methods grpo, sft, kd and dpo (not yet {self.method}); "
                              f"remove model.fsdp")  # fmt: skip
         uneven = [name for name, on in (("dynamic_sampling", a.dynamic_sampling),
                                         ("rollout_allocator=xrpo", a.rollout_allocator == "xrpo"),

@@ -42,6 +42,7 @@ from fairrl.losses.distill import distill_loss
 from fairrl.models.common import end_of_turn_id
 from fairrl.models.policy import check_completion_length
 from fairrl.models.sequences import encode_sequences, packing_supported, sequence_logits
+from fairrl.models.sharding import full_params
 from fairrl.models.teacher import load_teacher
 from fairrl.rewards import TrainerState, check_weighted_sum, evaluate_rewards, get_reward
 from fairrl.trainer.grpo_step import step_generator
@@ -144,32 +145,40 @@ class KDMethod(StreamMethod):
     def _sequence_step(self, step, batch, student, teacher, generator) -> dict[str, Any]:
         kd = self.run.cfg.kd
         n = kd.num_samples if kd.filter_by_reward else 1
-        replies = self._teacher_samples(teacher, n, generator)
+        with full_params(self.run.policy):  # FSDP2: sampling on gathered layers (a no-op otherwise)
+            replies = self._teacher_samples(teacher, n, generator)
         extra = {}
         if kd.filter_by_reward:
             best, extra["teacher_reward"] = self._best(batch, replies, n, step)
             replies = [replies[i * n + b] for i, b in enumerate(best)]
         return {**sft_update(self.run, student, replies, self.encoder.pad_id, self.packing), **extra}
 
+    def _replies(self, batch, student, teacher, generator, on_policy: bool) -> list[list[int]]:
+        """The token step's replies: the student's samples (on-policy), else the targets, with the teacher's
+        samples for prompts without one (or for all with ``seq_kd``)."""
+        if on_policy:
+            return self._sample(self.run.policy, student, 1, generator)
+        replies = [None if self.run.cfg.kd.seq_kd or e.prompt_id not in self.targets
+                   else self.encoder.reply(self.targets[e.prompt_id]) for e in batch]  # fmt: skip
+        missing = [i for i, r in enumerate(replies) if r is None]
+        if missing:
+            sampled = self._teacher_samples([teacher[i] for i in missing], 1, generator,
+                                            whole_share=len(missing) == len(batch))  # fmt: skip
+            for i, r in zip(missing, sampled, strict=True):
+                replies[i] = r
+        return replies
+
     def _token_step(self, step, batch, student, teacher, generator) -> dict[str, Any]:
         run, kd = self.run, self.run.cfg.kd
         on_policy = random.Random(run.cfg.seed * 1_000_003 + step).random() < kd.lmbda
-        if on_policy:
-            replies = self._sample(run.policy, student, 1, generator)
-        else:
-            replies = [None if kd.seq_kd or e.prompt_id not in self.targets else self.encoder.reply(self.targets[e.prompt_id])
-                       for e in batch]  # fmt: skip
-            missing = [i for i, r in enumerate(replies) if r is None]
-            if missing:
-                sampled = self._teacher_samples([teacher[i] for i in missing], 1, generator,
-                                                whole_share=len(missing) == len(batch))  # fmt: skip
-                for i, r in zip(missing, sampled, strict=True):
-                    replies[i] = r
         length, pad = run.cfg.sft.max_length, self.encoder.pad_id
+        # FSDP2: replies and teacher logits on gathered layers, where a rank may sample alone (a no-op otherwise)
+        with full_params(run.policy):
+            replies = self._replies(batch, student, teacher, generator, on_policy)
+            t_batch = encode_sequences(teacher, replies, pad, length, self.packing).to(run.device)
+            with torch.no_grad(), self.teacher.active() as model:
+                teacher_logits = sequence_logits(model, t_batch)  # [T, V]
         s_batch = encode_sequences(student, replies, pad, length, self.packing).to(run.device)
-        t_batch = encode_sequences(teacher, replies, pad, length, self.packing).to(run.device)
-        with torch.no_grad(), self.teacher.active() as model:
-            teacher_logits = sequence_logits(model, t_batch)  # [T, V]
         run.policy.train()
         loss, stats = distill_loss(sequence_logits(run.policy, s_batch), teacher_logits, kd.loss, kd.beta)
         counts = batch_counts(s_batch)
