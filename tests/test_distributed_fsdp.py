@@ -13,16 +13,24 @@ from safetensors.torch import load_file
 from fairrl.cli import _train_function
 from fairrl.config import load_config
 from fairrl.config.common import FSDPConfig
-from fairrl.distributed import current
+from fairrl.distributed import Ranks, current
 from fairrl.errors import ConfigError
 from fairrl.models.loading import LoraSettings, apply_lora
-from fairrl.models.sharding import full_params, full_state_dict, is_sharded, layer_modules, shard_model
+from fairrl.models.sharding import (
+    cpu_supported,
+    full_params,
+    full_state_dict,
+    is_sharded,
+    layer_modules,
+    shard_model,
+)
 from fairrl.recipes.grpo import run_training
 from tests.test_distributed import KEYS, _rows, _spawn
 from tests.test_train_e2e import _cfg, _data
 from tests.tiny import tiny_policy
 
 FSDP = {"model.fsdp": "{}"}
+needs_cpu_fsdp = pytest.mark.skipif(not cpu_supported(), reason=f"FSDP2 on CPU ranks needs torch >= 2.8 (this is {torch.__version__})")
 LORA = {"model.lora": "{r: 4, alpha: 8}"}
 
 
@@ -56,6 +64,7 @@ def _final(run_dir):
     return load_file(str(run_dir / "final" / name))
 
 
+@needs_cpu_fsdp
 @pytest.mark.parametrize("overrides", [
     {"algorithm.beta": 0.05},  # full fine-tuning: the frozen reference copy is sharded too
     {**LORA, "algorithm.beta": 0.05, "algorithm.loss_type": "grpo"},  # reference = the adapter-disabled policy
@@ -83,6 +92,7 @@ def test_fsdp_on_two_ranks_equals_one_process(tmp_path, overrides):
     assert ca.keys() == cb.keys() and all(ca[k].shape == cb[k].shape for k in ca)
 
 
+@needs_cpu_fsdp
 def test_an_fsdp_run_resumes_in_one_process(tmp_path):
     """2 steps sharded on 2 ranks, then --resume without FSDP in one process to step 3: as one process's 3
     steps (the checkpoint's whole weights and AdamW moments load into either layout)."""
@@ -115,6 +125,7 @@ def _resume_sharded_rank(rank: int, world: int, rendezvous: str, out: str) -> No
         dist.destroy_process_group()
 
 
+@needs_cpu_fsdp
 def test_a_one_process_checkpoint_resumes_sharded(tmp_path):
     """The other way: 2 steps in one process, step 3 sharded on 2 ranks (weights and moments distributed)."""
     one = _train(_cfg(None, max_steps=3), tmp_path / "one")
@@ -144,6 +155,7 @@ def _mixed_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@needs_cpu_fsdp
 def test_mixed_precision_computes_in_bf16_and_keeps_float32_weights(tmp_path):
     _spawn(_mixed_rank, (2, str(tmp_path / "rdv"), str(tmp_path / "logits")))
     a, b = (torch.load(tmp_path / f"logits-{r}.pt")["logits"] for r in (0, 1))
@@ -153,6 +165,13 @@ def test_mixed_precision_computes_in_bf16_and_keeps_float32_weights(tmp_path):
         ref = model(input_ids=torch.tensor([[5, 6, 7]])).logits
     diff = float((a - ref).abs().max())
     assert 0 < diff < 0.05  # bf16 rounding, not another model
+
+
+@pytest.mark.skipif(cpu_supported(), reason="this torch's FSDP2 runs on CPU ranks")
+def test_an_old_torch_refuses_fsdp_on_cpu_with_a_message(tmp_path):
+    tok, model = tiny_policy(0)
+    with pytest.raises(ConfigError, match="model.fsdp on CPU ranks needs torch >= 2.8"):
+        shard_model(model, FSDPConfig(), Ranks(0, 2, 0))
 
 
 def test_layer_modules_are_the_decoder_layers():
@@ -191,6 +210,7 @@ def _method_rank(rank: int, world: int, rendezvous: str, method: str, out: str) 
         dist.destroy_process_group()
 
 
+@needs_cpu_fsdp
 @pytest.mark.parametrize("method", ["sft", "kd", "dpo"])
 def test_sft_kd_and_dpo_sharded_equal_one_process(tmp_path, method):
     """The run skeleton's methods: SFT (one forward per rank and step), KD (replies and teacher logits on

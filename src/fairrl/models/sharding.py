@@ -26,7 +26,7 @@ run: a run resumes with or without FSDP and with any number of ranks that splits
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,6 +46,12 @@ def _fsdp():
         from torch.distributed._composable.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     return FSDPModule, MixedPrecisionPolicy, fully_shard
+
+
+def cpu_supported() -> bool:
+    """Whether this torch's FSDP2 runs on CPU (gloo) ranks. Tested: 2.6's records CUDA-style stream events
+    on CPU streams and fails, 2.13 works; the marker is ``set_reshard_after_forward``, added in 2.8."""
+    return hasattr(_fsdp()[0], "set_reshard_after_forward")
 
 
 def is_dtensor(t: Any) -> bool:
@@ -92,6 +98,9 @@ def shard_model(model: torch.nn.Module, cfg: FSDPConfig, ranks: Ranks) -> int:
     from torch.distributed.device_mesh import init_device_mesh
 
     first = next(model.parameters())
+    if first.device.type == "cpu" and not cpu_supported():
+        raise ConfigError(f"model.fsdp on CPU ranks needs torch >= 2.8 (this is {torch.__version__}, whose FSDP2 "
+                          f"expects CUDA streams); upgrade torch, or remove model.fsdp")  # fmt: skip
     mesh = init_device_mesh(first.device.type, (ranks.world,))
     kw: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": cfg.reshard_after_forward}
     if cfg.mixed_precision != "off":
@@ -111,15 +120,33 @@ def full_params(model: torch.nn.Module | None) -> Iterator[None]:
     if not found:
         yield
         return
+    restore = [_keep_gathered(u) for u in found]
     for u in found:
-        u.set_reshard_after_forward(False, recurse=False)
         u.unshard()
     try:
         yield
     finally:
-        for u in found:
+        for u, undo in zip(found, restore, strict=True):
             u.reshard()
-            u.set_reshard_after_forward(getattr(u, "_fairrl_reshard_after_forward", True), recurse=False)
+            undo()
+
+
+def _keep_gathered(unit) -> Callable[[], None]:
+    """Stop ``unit`` from resharding after its forwards; returns the function that undoes it. torch >= 2.8
+    has ``set_reshard_after_forward``; before it, the unit's parameter group decides through its
+    ``post_forward_mesh_info`` (None = keep the gathered weights), saved here and put back."""
+    if hasattr(unit, "set_reshard_after_forward"):
+        unit.set_reshard_after_forward(False, recurse=False)
+        before = getattr(unit, "_fairrl_reshard_after_forward", True)
+        return lambda: unit.set_reshard_after_forward(before, recurse=False)
+    group = unit._get_fsdp_state()._fsdp_param_group
+    saved = group.post_forward_mesh_info
+    group.post_forward_mesh_info = None
+
+    def undo() -> None:
+        group.post_forward_mesh_info = saved
+
+    return undo
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
