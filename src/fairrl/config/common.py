@@ -143,7 +143,8 @@ class ModelConfig(Strict):
 
     fsdp: FSDPConfig | None = None
     """Shard the policy's layers (and a frozen reference copy) across the ranks with FSDP2 (``fsdp: {}`` for the
-    defaults; method grpo, under ``torchrun`` with 2+ ranks); null = every rank holds the whole model."""
+    defaults; methods grpo, sft, kd and dpo, under ``torchrun`` with 2+ ranks); null = every rank holds the
+    whole model."""
 
     @field_validator("device")
     @classmethod

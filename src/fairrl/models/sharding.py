@@ -16,9 +16,10 @@ lacks.)
 FSDP2 gathers a layer's weights in its forward hook, a collective, so every rank must run each layer the
 same number of times. Training forwards keep that by construction (every rank trains the same number of
 micro-batches with the same layout, :func:`fairrl.models.logprobs.completion_outputs` ``agree``); sampling
-(each rank decodes until its own rows end), the reference log-probs and evaluation run inside
-:func:`full_params` instead: every layer gathered once before, nothing communicated inside, resharded after.
-So sampling and evaluation hold the whole model at once, as TRL's generation under FSDP does.
+(each rank decodes until its own rows end) and the reference log-probs run inside :func:`full_params`
+instead: every layer gathered once before, nothing communicated inside, resharded after. So sampling holds
+the whole model at once, as TRL's generation under FSDP does. Evaluation runs before sharding, and after
+training on :func:`unsharded_copy`.
 
 Checkpoints hold whole tensors (gathered by every rank, written by rank 0), in the format of an unsharded
 run: a run resumes with or without FSDP and with any number of ranks that splits ``prompts_per_step``.
@@ -40,10 +41,7 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _fsdp():
-    try:
-        from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-    except ImportError:  # torch < 2.6 kept FSDP2 under _composable
-        from torch.distributed._composable.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     return FSDPModule, MixedPrecisionPolicy, fully_shard
 
@@ -109,6 +107,19 @@ def shard_model(model: torch.nn.Module, cfg: FSDPConfig, ranks: Ranks) -> int:
         fully_shard(layer, **kw)
         layer._fairrl_reshard_after_forward = cfg.reshard_after_forward  # restored after full_params
     return len(layers)
+
+
+def shard_for_training(cfg: FSDPConfig | None, ranks: Ranks, console: Callable[[str], None],
+                       *models: torch.nn.Module | None) -> None:  # fmt: skip
+    """``model.fsdp`` at the start of training: each given model (the policy, a frozen reference copy)
+    sharded under several ranks, a note in one process, nothing without ``model.fsdp``."""
+    if cfg is None:
+        return
+    if not ranks.active:
+        console("note: model.fsdp shards across ranks and does nothing in one process (torchrun --nproc_per_node N)")
+        return
+    counts = [shard_model(m, cfg, ranks) for m in models if m is not None]
+    console(f"FSDP2: {counts[0]} decoder layers sharded over {ranks.world} ranks")
 
 
 @contextmanager
@@ -187,7 +198,7 @@ def reshard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
             state = optimizer.state.get(p, {})
             for k, v in list(state.items()):
                 if isinstance(v, torch.Tensor) and not is_dtensor(v) and tuple(v.shape) == tuple(p.shape):
-                    state[k] = like(v.to(torch.float32), p).to(v.dtype)
+                    state[k] = like(v, p)
 
 
 def unsharded_copy(model: torch.nn.Module, lora: Any | None) -> torch.nn.Module:

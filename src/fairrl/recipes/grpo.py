@@ -31,7 +31,7 @@ from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters, resolve_model_path
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
-from fairrl.models.sharding import full_params, is_sharded, shard_model, unsharded_copy
+from fairrl.models.sharding import full_params, is_sharded, shard_for_training, unsharded_copy
 from fairrl.rewards.check import check_rewards
 from fairrl.rollout.vllm_backend import create_vllm_rollout
 from fairrl.rollout.vllm_server import create_server_rollout
@@ -108,13 +108,7 @@ def run_training(
         policy = start_from_warm(cfg, policy)
     try:
         ref_model = make_reference(cfg, policy)
-        if cfg.model.fsdp is not None and ranks.active:  # FSDP2: each rank keeps 1/N of every decoder layer
-            layers = shard_model(policy, cfg.model.fsdp, ranks)
-            if ref_model is not None:
-                shard_model(ref_model, cfg.model.fsdp, ranks)
-            console(f"FSDP2: {layers} decoder layers sharded over {ranks.world} ranks")
-        elif cfg.model.fsdp is not None:
-            console("note: model.fsdp shards across ranks and does nothing in one process (torchrun --nproc_per_node N)")
+        shard_for_training(cfg.model.fsdp, ranks, console, policy, ref_model)  # FSDP2: 1/N of every layer per rank
         step_fn = GRPOStep(cfg, policy, tokenizer, device, ref_model=ref_model, ranks=ranks)
         if cfg.algorithm.use_vllm and cfg.algorithm.vllm_mode == "server":  # a vLLM server samples
             step_fn.engine = create_server_rollout(cfg, step_fn.pad_id, step_fn.eos_ids)

@@ -49,7 +49,7 @@ from fairrl.distributed import current
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
 from fairrl.models.policy import build_policy, resolve_device
-from fairrl.models.sharding import is_sharded, shard_model, unsharded_copy
+from fairrl.models.sharding import is_sharded, shard_for_training, unsharded_copy
 from fairrl.rewards import TrainerState
 from fairrl.rewards.check import check_rewards
 from fairrl.trainer.checkpoint import gather_sharded, resume_checkpoint, save_checkpoint
@@ -226,8 +226,7 @@ def run_method(
             before = evaluator(policy, tokenizer, data, cfg, console, progress=progress and ranks.main)
             if ranks.main:
                 write_json_atomic(before_path, before)
-        if cfg.model.fsdp is not None and ranks.active:  # FSDP2 (fairrl.models.sharding), after the evaluation
-            console(f"FSDP2: {shard_model(policy, cfg.model.fsdp, ranks)} decoder layers sharded over {ranks.world} ranks")
+        shard_for_training(cfg.model.fsdp, ranks, console, policy)  # FSDP2, after the evaluation
         run.optimizer, run.scheduler = make_optimizer(
             cfg, policy, method.optimizer_steps(cfg), method.parameters()
         )
