@@ -166,7 +166,10 @@ def test_worker_killed_mid_trial_loses_nothing(tmp_path):
     """Worker A finishes one trial, starts a second and is killed with SIGKILL inside it; worker B joins and
     finishes the study: three trials complete, A's finished trial is kept as it was, A's interrupted trial
     is FAIL ("worker lost") and was retried with the same values (its runs' folder resumed)."""
-    study, out = _study(tmp_path, n_trials=3, sampler="random"), tmp_path / "ex"
+    # each trial evaluates its own starting model: a trial that reused the first one's (eval.start_cache)
+    # can finish inside the second the test waits before the kill
+    study = _study(tmp_path, n_trials=3, sampler="random", set=["eval.start_cache=null"])
+    out = tmp_path / "ex"
     a = _worker(study, out, "--skip-report")
     deadline = time.monotonic() + 300
     while not (_states(out).count("COMPLETE") == 1 and "RUNNING" in _states(out) and _beating(out)):
@@ -234,13 +237,16 @@ def test_postgres_storage_two_workers(tmp_path):
 
 
 def test_packaged_study_validates_and_plans_every_method():
-    """The packaged explore_demo study loads by name and gives a valid training config for each method."""
+    """The packaged explore_demo and explore_grid studies load by name and give a valid training config for each method."""
     from fairrl.config.base import load_config
     from fairrl.explore.run import check_study
 
     study = load_config("explore_demo", [], StudyConfig)
     assert study.n_trials == 12 and study.space.method.choices == ["grpo", "sft", "kd", "dpo"]
     check_study(study)
+    grid = load_config("explore_grid", [], StudyConfig)  # FairReason's sweep: 3 shares x 4 methods, one trial each
+    assert grid.sampler == "grid" and len(grid.space.debias_share.grid()) * len(grid.space.method.grid()) == grid.n_trials
+    check_study(grid)
 
 
 def test_workers_option_runs_worker_processes(tmp_path, monkeypatch):

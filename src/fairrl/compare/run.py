@@ -67,7 +67,8 @@ def run_compare(
     for i, arm in enumerate(arms, 1):
         console(f"\n##### arm {i}/{len(arms)}: {arm.name} ({arm.steps} steps x {arm.sequences_per_step} "
                 f"sequences) -> {root / arm.name}")  # fmt: skip
-        run_seeds(config, [*overrides, *arm.overrides(cfg)], seeds, root / arm.name, train_one, console, jobs)
+        shared = f"eval.start_cache={root / 'start_evals'}"  # the arms start alike: one starting evaluation
+        run_seeds(config, [shared, *overrides, *arm.overrides(cfg)], seeds, root / arm.name, train_one, console, jobs)
     if not current().main:  # under torchrun rank 0 writes the comparison
         return root / "compare.md"
     return write_compare_report(root, _runs(root, arms, seeds, bbq_share(cfg)), spent)

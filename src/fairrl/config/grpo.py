@@ -238,6 +238,10 @@ class EvalConfig(Strict):
     """Evaluation batch size."""
     generation_check: bool = True
     """Also greedy-decode the held-out BBQ items and report parsed accuracy (generation mode)."""
+    start_cache: str | None = None
+    """Folder where runs that start from the same model share their starting evaluation (same model,
+    eval settings and held-out items: :mod:`fairrl.eval.start_cache`); ``fairrl compare`` and ``fairrl
+    explore`` set it to ``OUT/start_evals``. null = every run evaluates its starting model."""
 
 
 class TrainConfig(RunConfig):

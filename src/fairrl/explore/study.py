@@ -152,7 +152,8 @@ def make_objective(study: StudyConfig, out: Path, train_one: TrainOne,
             root = out / "runs" / run_key(overrides)
             trial.set_user_attr("run_dir", str(root))
             console(f"\n##### trial {trial.number}: {values} -> {root}")
-            run_seeds(study.base, overrides, study.seeds, root, train_one, console)
+            shared = f"eval.start_cache={out / 'start_evals'}"  # trials start alike: one starting evaluation
+            run_seeds(study.base, [shared, *overrides], study.seeds, root, train_one, console)
             got = trial_values(study, [seed_folder(root, s) for s in study.seeds])
         except BaseException as err:
             msg = str(err) if isinstance(err, FairRLError) else "".join(traceback.format_exception_only(err)).strip()

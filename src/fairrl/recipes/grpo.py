@@ -28,6 +28,7 @@ from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.samplers import make_sampler
 from fairrl.distributed import Ranks, current
 from fairrl.eval.heldout import evaluate_splits
+from fairrl.eval.start_cache import evaluate_start
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters, resolve_model_path
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
@@ -91,12 +92,8 @@ def run_training(
         begin_run(folder, cfg, console)
     before_path = run_dir / "eval_before.json"
     try:  # a startup failure from here on removes a folder this run created (abandon_run)
-        # every rank evaluates its share of the items (rank 0's view of the folder decides whether)
-        if ranks.any(ranks.main and evaluate and bool(data.evals) and not before_path.exists()):
-            console("evaluating the starting model ...")
-            before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress and ranks.main)
-            if ranks.main:
-                write_json_atomic(before_path, before)
+        if evaluate and data.evals:  # every rank evaluates its share (rank 0's view of the folder decides whether)
+            evaluate_start(evaluate_splits, policy, tokenizer, data, cfg, console, before_path, ranks, progress)
     except BaseException:
         if ranks.main:
             abandon_run(folder)

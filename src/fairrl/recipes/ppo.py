@@ -20,6 +20,7 @@ from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.stream import PromptStream
 from fairrl.distributed import current
 from fairrl.eval.heldout import evaluate_splits
+from fairrl.eval.start_cache import evaluate_start
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
@@ -75,11 +76,8 @@ def run_ppo(
         begin_run(folder, cfg, console)
     before_path = run_dir / "eval_before.json"
     try:  # a startup failure from here on removes a folder this run created (abandon_run)
-        if ranks.any(ranks.main and evaluate and bool(data.evals) and not before_path.exists()):
-            console("evaluating the starting model ...")
-            before = evaluate_splits(policy, tokenizer, data, cfg, console, progress=progress and ranks.main)
-            if ranks.main:
-                write_json_atomic(before_path, before)
+        if evaluate and data.evals:  # every rank evaluates its share (rank 0's view of the folder decides whether)
+            evaluate_start(evaluate_splits, policy, tokenizer, data, cfg, console, before_path, ranks, progress)
 
         ac = ActorCritic(policy, cfg.ppo.critic)  # the separate critic copies the model before any update
         n_critic = sum(p.numel() for p in ac.critic_parameters())

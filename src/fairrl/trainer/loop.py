@@ -46,6 +46,7 @@ from fairrl.config.grpo import TrainConfig
 from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
 from fairrl.distributed import current
+from fairrl.eval.start_cache import evaluate_start
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
 from fairrl.models.policy import build_policy, resolve_device
@@ -221,11 +222,8 @@ def run_method(
         begin_run(folder, cfg, console)
     before_path = run_dir / "eval_before.json"
     try:  # a startup failure from here on removes a folder this run created
-        if ranks.any(ranks.main and evaluate and bool(data.evals) and not before_path.exists()):
-            console("evaluating the starting model ...")
-            before = evaluator(policy, tokenizer, data, cfg, console, progress=progress and ranks.main)
-            if ranks.main:
-                write_json_atomic(before_path, before)
+        if evaluate and data.evals:  # every rank evaluates its share (rank 0's view of the folder decides whether)
+            evaluate_start(evaluator, policy, tokenizer, data, cfg, console, before_path, ranks, progress)
         shard_for_training(cfg.model.fsdp, ranks, console, policy)  # FSDP2, after the evaluation
         run.optimizer, run.scheduler = make_optimizer(
             cfg, policy, method.optimizer_steps(cfg), method.parameters()
