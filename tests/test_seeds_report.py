@@ -48,3 +48,21 @@ def test_three_seeds_by_hand(tmp_path):
     assert "| 0 | 0.100 | 0.300 | healthy |" in text
     saved = json.loads((tmp_path / "seeds.json").read_text())
     assert saved["seeds"] == [0, 1, 2] and len(saved["metrics"]) >= 1
+
+
+def _redteam(asr_k, acc_k, n=10):
+    def rate(k):
+        return {"n": n, "k": k, "rate": k / n, "ci": [max(0.0, k / n - 0.25), min(1.0, k / n + 0.25)]}
+
+    return {"redteam": {"clean": {"accuracy": rate(acc_k), "over_refusal": rate(0)},
+                        "attacked": {"asr": rate(asr_k), "accuracy": rate(acc_k), "derailed": rate(0)}}}  # fmt: skip
+
+
+def test_red_team_rates_over_seeds(tmp_path):
+    """ASR 0.4 -> 0.2 and 0.6 -> 0.0 (intervals [0.35, 0.85] and [0, 0.25] apart: down): after 0.1 ± 0.1414,
+    change (-0.2 - 0.6) / 2 = -0.4 ± 0.2828."""
+    dirs = {0: _seed_dir(tmp_path, 0, _redteam(4, 2), _redteam(2, 3), [0.0] * 3),
+            1: _seed_dir(tmp_path, 1, _redteam(6, 2), _redteam(0, 2), [0.0] * 3)}  # fmt: skip
+    text = write_seeds_report(tmp_path, dirs, "redteam", {"run_name": "redteam", "seed": 0}).read_text()
+    assert "## Red team, held-out attacks" in text
+    assert "| attack success rate (ASR) | 0.400 → 0.200 | 0.600 → 0.000 ↓ | 0.100 ± 0.141 | -0.400 ± 0.283 | 0 / 1 |" in text

@@ -27,6 +27,7 @@ SPLIT_TITLES = {
     "bbq_templates_generation": "BBQ (greedy generation), held-out templates",
     "bbq_categories_generation": "BBQ (greedy generation), held-out categories",
     "reasoning": "Reasoning (task verifier)",
+    "redteam": "Red team, held-out attacks",
 }
 SECTIONS = (
     ("BBQ, held-out templates of the training categories", ("bbq_templates", "bbq_templates_generation")),
@@ -63,7 +64,7 @@ def lookup(results: dict[str, Any], path: str | tuple[str, ...]) -> tuple[float 
         node = node[key]
     if not isinstance(node, dict) or not isinstance(node.get(name), (int, float)):
         return None, None
-    ci = node.get(f"{name}_ci")
+    ci = node.get(f"{name}_ci", node.get("ci") if name == "rate" else None)  # red-team rates: {rate, ci, k, n}
     if ci is None or any(not isinstance(c, (int, float)) or math.isnan(c) for c in ci):
         return float(node[name]), None  # no interval, or an undefined end (null in JSON, NaN in memory)
     return float(node[name]), list(ci)
@@ -127,8 +128,20 @@ def reward_rows(split: str, result: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def redteam_rows(split: str) -> list[Row]:
+    """Held-out attacks (:mod:`fairrl.eval.redteam`): ASR, accuracy under and without attack, derailment,
+    over-refusal (Wilson intervals)."""
+    return [("attack success rate (ASR)", f"{split}.attacked.asr.rate"),
+            ("accuracy under attack", f"{split}.attacked.accuracy.rate"),
+            ("derailed (right clean, wrong attacked)", f"{split}.attacked.derailed.rate"),
+            ("accuracy without attack", f"{split}.clean.accuracy.rate"),
+            ("over-refusal without attack", f"{split}.clean.over_refusal.rate")]  # fmt: skip
+
+
 def headline_rows(split: str, result: dict[str, Any]) -> list[Row]:
     """Rows for any evaluated split, chosen by the shape of its results."""
+    if "attacked" in result and "clean" in result:
+        return redteam_rows(split)
     if "overall" in result:
         return bbq_rows(split, generation=result.get("mode") == "generation")
     if result.get("kind") == "rewards":
