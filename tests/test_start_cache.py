@@ -10,9 +10,9 @@ from fairrl.config import load_config
 from fairrl.data.records import Example
 from fairrl.data.run_data import RunData, build_run_data
 from fairrl.eval import heldout
-from fairrl.eval.start_cache import cached_start, start_key
 from fairrl.recipes import grpo
 from fairrl.recipes.grpo import run_training
+from fairrl.trainer.start_cache import cached_start, start_key
 from tests.tiny import tiny_policy
 
 REWARD = "tests.tiny:count_a"

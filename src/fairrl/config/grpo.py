@@ -240,7 +240,7 @@ class EvalConfig(Strict):
     """Also greedy-decode the held-out BBQ items and report parsed accuracy (generation mode)."""
     start_cache: str | None = None
     """Folder where runs that start from the same model share their starting evaluation (same model,
-    eval settings and held-out items: :mod:`fairrl.eval.start_cache`); ``fairrl compare`` and ``fairrl
+    eval settings and held-out items: :mod:`fairrl.trainer.start_cache`); ``fairrl compare`` and ``fairrl
     explore`` set it to ``OUT/start_evals``. null = every run evaluates its starting model."""
 
 

@@ -28,7 +28,6 @@ from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.samplers import make_sampler
 from fairrl.distributed import Ranks, current
 from fairrl.eval.heldout import evaluate_splits
-from fairrl.eval.start_cache import evaluate_start
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters, resolve_model_path
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
@@ -43,6 +42,7 @@ from fairrl.trainer.guard import step_guard
 from fairrl.trainer.logging import MetricsLogger, NullLogger
 from fairrl.trainer.optim import make_optimizer
 from fairrl.trainer.run import abandon_run, begin_run, continue_config, plan_run, save_final
+from fairrl.trainer.start_cache import evaluate_start
 from fairrl.trainer.trackers import require_trackers
 from fairrl.trainer.warm_start import final_model, run_warm_start, start_from_warm
 

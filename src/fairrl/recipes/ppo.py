@@ -20,7 +20,6 @@ from fairrl.data.run_data import RunData, build_run_data
 from fairrl.data.stream import PromptStream
 from fairrl.distributed import current
 from fairrl.eval.heldout import evaluate_splits
-from fairrl.eval.start_cache import evaluate_start
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
@@ -33,6 +32,7 @@ from fairrl.trainer.guard import step_guard
 from fairrl.trainer.logging import MetricsLogger, NullLogger
 from fairrl.trainer.ppo_step import PPOStep, check_ppo, make_ppo_optimizer, make_ppo_reference
 from fairrl.trainer.run import abandon_run, begin_run, plan_run, save_final
+from fairrl.trainer.start_cache import evaluate_start
 from fairrl.trainer.trackers import require_trackers
 
 

@@ -46,7 +46,6 @@ from fairrl.config.grpo import TrainConfig
 from fairrl.console import Console, progress_bar
 from fairrl.data.run_data import RunData, build_run_data
 from fairrl.distributed import current
-from fairrl.eval.start_cache import evaluate_start
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
 from fairrl.models.policy import build_policy, resolve_device
@@ -58,6 +57,7 @@ from fairrl.trainer.guard import check_value, check_weights, step_guard
 from fairrl.trainer.logging import MetricsLogger, NullLogger
 from fairrl.trainer.optim import clip_gradients, make_optimizer
 from fairrl.trainer.run import RunFolder, abandon_run, begin_run, plan_run, save_final
+from fairrl.trainer.start_cache import evaluate_start
 from fairrl.trainer.trackers import require_trackers
 
 Evaluator = Callable[..., dict[str, Any]]
