@@ -25,6 +25,7 @@ from fairrl.models.sharding import (
     shard_model,
 )
 from fairrl.recipes.grpo import run_training
+from fairrl.recipes.ppo import run_ppo
 from tests.test_distributed import KEYS, _rows, _spawn
 from tests.test_train_e2e import _cfg, _data
 from tests.tiny import tiny_policy
@@ -70,7 +71,12 @@ def _final(run_dir):
     {**LORA, "algorithm.beta": 0.05, "algorithm.loss_type": "grpo"},  # reference = the adapter-disabled policy
     {**LORA, "model.gradient_checkpointing": "true", "algorithm.micro_batch_size": 4},  # recompute gathers again
     {**LORA, "warm_start.steps": 2, "algorithm.beta": 0.05},  # SFT unsharded, then the merged model sharded
-], ids=["full-ref-copy", "lora", "checkpointing-microbatches", "warm-start"])
+    # uneven shards: refills leave ranks different numbers of groups (or none): idle micro-batches align them
+    {"algorithm.dynamic_sampling": "true", "algorithm.max_resample_rounds": 2, "algorithm.beta": 0.05,
+     "algorithm.micro_batch_size": 8, "rewards.functions": "[{name: 'tests.test_distributed:flat_for_some'}]"},
+    {**LORA, "algorithm.loss_type": "grpo", "algorithm.rollout_allocator": "xrpo", "algorithm.xrpo_exploration": 0.01,
+     "algorithm.beta": 0.05, "algorithm.micro_batch_size": 8},  # groups of different sizes on each rank
+], ids=["full-ref-copy", "lora", "checkpointing-microbatches", "warm-start", "dynamic-sampling", "xrpo"])
 def test_fsdp_on_two_ranks_equals_one_process(tmp_path, overrides):
     overrides = {"max_steps": 3, "save_steps": 2, **FSDP, **overrides}
     one = _train(_cfg(None, **overrides), tmp_path / "one")  # one process: model.fsdp does nothing
@@ -182,9 +188,8 @@ def test_layer_modules_are_the_decoder_layers():
 
 
 @pytest.mark.parametrize("sets,match", [
-    (["model.fsdp={}", "algorithm.dynamic_sampling=true"], "model.fsdp does not combine with algorithm.dynamic_sampling"),
-    (["model.fsdp={}", "algorithm.rollout_allocator=xrpo"], "rollout_allocator=xrpo"),
-    (["model.fsdp={}", "method=ppo"], "model.fsdp shards the policy of methods grpo, sft, kd and dpo"),
+    (["model.fsdp={}", "algorithm.use_vllm=true"], "model.fsdp does not combine with algorithm.use_vllm"),
+    (["model.fsdp={}", "method=redteam", "redteam.team.adapters=per_role"], "adapters=per_role"),
     (["model.fsdp={mixed_precision: fp8}"], "mixed_precision"),
 ])  # fmt: skip
 def test_fsdp_settings_it_cannot_honour_are_refused(sets, match):
@@ -230,3 +235,51 @@ def test_sft_kd_and_dpo_sharded_equal_one_process(tmp_path, method):
     wa, wb = _final(tmp_path / "one"), _final(tmp_path / "two")
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)
+
+
+def _ppo_rank(rank: int, world: int, rendezvous: str, over: dict, out: str) -> None:
+    from tests.test_ppo_e2e import _cfg as ppo_cfg
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    lines: list[str] = []
+    try:
+        torch.manual_seed(0)
+        tok, model = tiny_policy(0)
+        run_ppo(ppo_cfg(**over), out=out, console=lines.append, evaluate=False, progress=False,
+                components=(tok, model), data=_data())  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+    Path(f"{out}-console-{rank}.txt").write_text("\n".join(lines))
+
+
+@needs_cpu_fsdp
+@pytest.mark.parametrize("over", [
+    # 3 mini-batches of 2 prompts over blocks of 3: ranks hold 2/0, 1/1, 0/2 of them: idle micro-batches
+    {"algorithm.num_generations": 2, "algorithm.prompts_per_step": 6, "ppo.num_mini_batches": 3,
+     "algorithm.micro_batch_size": 2},
+    {"algorithm.num_generations": 1, "algorithm.prompts_per_step": 6, "ppo.num_mini_batches": 3,
+     "ppo.critic": "separate", "ppo.critic_warmup_steps": 1, "ppo.kl_coef": 0.0},  # the critic's trunk sharded too
+], ids=["shared-critic-ref-copy", "separate-critic-warmup"])  # fmt: skip
+def test_ppo_sharded_equals_one_process(tmp_path, over):
+    """PPO with the policy, the frozen reference copy and a separate critic sharded (values and reference
+    on gathered layers; a mini-batch may hold prompts of one rank only): one process's metrics and weights."""
+    from tests.test_distributed import _ppo_run, _weights
+
+    over = {"max_steps": 2, **FSDP, **over}
+    _ppo_run(over, tmp_path / "one")
+    _spawn(_ppo_rank, (2, str(tmp_path / "rdv"), over, str(tmp_path / "two")))
+    assert "FSDP2: 2 decoder layers sharded over 2 ranks" in (tmp_path / "two-console-1.txt").read_text()
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("reward", "loss", "value_loss", "policy_loss", "kl", "grad_norm", "return_mean", "num_tokens"):
+            if k in ra and isinstance(ra[k], float) and ra[k] == ra[k]:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), k
+    wa, wb = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)
+    # the checkpoint holds the critic whole, as an unsharded run's
+    ca, cb = (load_file(str(tmp_path / d / "checkpoints" / "step-000002" / "trainable.safetensors")) for d in ("one", "two"))
+    assert ca.keys() == cb.keys() and all(ca[k].shape == cb[k].shape for k in ca)

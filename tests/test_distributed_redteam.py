@@ -5,6 +5,7 @@ and every rank takes it. Same metrics, pool and weights as one process."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 
 from fairrl.recipes.redteam import run_redteam
 from tests.test_distributed import _spawn
+from tests.test_distributed_fsdp import needs_cpu_fsdp
 from tests.test_redteam_train import _cfg
 from tests.tiny import saved_tiny_policy
 
@@ -20,7 +22,9 @@ OVER = ["max_steps=2", "redteam.attack_ratio=0.5", "logging_steps=1"]
 
 
 def _run(model_dir: str, extra: list[str], out: str) -> None:
-    run_redteam(_cfg(model_dir, *OVER, *extra), out=out, console=lambda s: None, evaluate=False, progress=False)
+    lines: list[str] = []
+    run_redteam(_cfg(model_dir, *OVER, *extra), out=out, console=lines.append, evaluate=False, progress=False)
+    Path(f"{out}-console.txt").write_text("\n".join(lines))
 
 
 def _rank(rank: int, world: int, rendezvous: str, model_dir: str, extra: list[str], out: str) -> None:
@@ -32,13 +36,18 @@ def _rank(rank: int, world: int, rendezvous: str, model_dir: str, extra: list[st
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("extra", [[], ["redteam.step_advantage=gigpo", "algorithm.loss_type=dapo"]],
-                         ids=["episode", "gigpo-dapo"])  # fmt: skip
+@pytest.mark.parametrize("extra", [
+    [], ["redteam.step_advantage=gigpo", "algorithm.loss_type=dapo"],
+    # FSDP2: turns sampled on gathered layers, micro-batches (and the adapter-disabled reference) sharded
+    pytest.param(["model.fsdp={}", "algorithm.prompts_per_step=4", "algorithm.micro_batch_size=2"], marks=needs_cpu_fsdp),
+], ids=["episode", "gigpo-dapo", "fsdp"])  # fmt: skip
 def test_redteam_on_two_gloo_ranks_equals_one_process(tmp_path, extra):
     model_dir = str(saved_tiny_policy(tmp_path / "m"))
     _run(model_dir, extra, str(tmp_path / "one"))
     _spawn(_rank, (2, str(tmp_path / "rdv"), model_dir, extra, str(tmp_path / "two")))
     one, two = tmp_path / "one", tmp_path / "two"
+    if "model.fsdp={}" in extra:
+        assert "FSDP2: 2 decoder layers sharded over 2 ranks" in (tmp_path / "two-console.txt").read_text()
     rows1 = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
     rows2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows2] == [1, 2]

@@ -142,9 +142,9 @@ class ModelConfig(Strict):
     encodes the prompt with each completion (transformers drops the KV cache inside checkpointed layers)."""
 
     fsdp: FSDPConfig | None = None
-    """Shard the policy's layers (and a frozen reference copy) across the ranks with FSDP2 (``fsdp: {}`` for the
-    defaults; methods grpo, sft, kd and dpo, under ``torchrun`` with 2+ ranks); null = every rank holds the
-    whole model."""
+    """Shard the policy's layers (and a frozen reference copy, PPO's separate critic) across the ranks with FSDP2
+    (``fsdp: {}`` for the defaults; every ``fairrl train`` method, under ``torchrun`` with 2+ ranks; not with
+    vLLM rollouts); null = every rank holds the whole model."""
 
     @field_validator("device")
     @classmethod

@@ -331,19 +331,16 @@ class TrainConfig(RunConfig):
         return self
 
     def _check_fsdp(self) -> None:
-        """FSDP2 needs every rank to train the same number of micro-batches: what makes ranks hold different
-        rows is refused at load (fairrl.models.sharding)."""
+        """The methods whose policy FSDP2 shards; ranks holding different numbers of rows (dynamic sampling,
+        XRPO's allocator) run idle micro-batches to keep the layers' collectives aligned
+        (fairrl.trainer.microbatch)."""
         a = self.algorithm
-        if self.method not in ("grpo", "sft", "kd", "dpo"):
-            raise ValueError(f"model.fsdp shards the policy of methods grpo, sft, kd and dpo (not yet {self.method}); "
-                             f"remove model.fsdp")  # fmt: skip
-        uneven = [name for name, on in (("dynamic_sampling", a.dynamic_sampling),
-                                        ("rollout_allocator=xrpo", a.rollout_allocator == "xrpo"),
-                                        ("use_vllm", a.use_vllm)) if on]  # fmt: skip
-        if uneven:
-            raise ValueError(f"model.fsdp does not combine with algorithm.{uneven[0]} yet (the ranks would hold "
-                             f"different numbers of rows, and FSDP2 needs them to run the layers alike); "
-                             f"remove one of the two")  # fmt: skip
+        if self.method == "redteam" and self.redteam.team.adapters == "per_role":
+            raise ValueError("model.fsdp does not combine with redteam.team.adapters=per_role yet (the whole copy "
+                             "made for the final save holds one adapter); use adapters: shared, or remove model.fsdp")  # fmt: skip
+        if a.use_vllm:
+            raise ValueError("model.fsdp does not combine with algorithm.use_vllm yet (the engine's weight sync "
+                             "reads whole tensors); remove one of the two")  # fmt: skip
 
     def _check_allocator(self) -> None:
         """What XRPO's allocator (groups of different sizes) works with; the rest is refused at load."""

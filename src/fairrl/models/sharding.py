@@ -14,8 +14,9 @@ the batch's gradient is the sum. (A divide factor of 1 would say so directly, bu
 lacks.)
 
 FSDP2 gathers a layer's weights in its forward hook, a collective, so every rank must run each layer the
-same number of times. Training forwards keep that by construction (every rank trains the same number of
-micro-batches with the same layout, :func:`fairrl.models.logprobs.completion_outputs` ``agree``); sampling
+same number of times. Training forwards keep that: the layout is chosen jointly
+(:func:`fairrl.models.logprobs.completion_outputs` ``agree``), and a rank holding fewer micro-batches than
+another runs idle ones (:func:`fairrl.trainer.microbatch.idle_backward`); sampling
 (each rank decodes until its own rows end) and the reference log-probs run inside :func:`full_params`
 instead: every layer gathered once before, nothing communicated inside, resharded after. So sampling holds
 the whole model at once, as TRL's generation under FSDP does. Evaluation runs before sharding, and after

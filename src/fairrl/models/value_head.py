@@ -90,6 +90,11 @@ class ActorCritic(nn.Module):
     def shared(self) -> bool:
         return self.critic is None
 
+    @property
+    def trunk_model(self) -> nn.Module:
+        """The model whose last hidden states the value head reads: the policy, or the separate critic."""
+        return self.policy if self.critic is None else self.critic
+
     def critic_parameters(self) -> list[nn.Parameter]:
         """The critic's own trainable parameters: the head, plus the separate trunk's (a shared trunk is the
         policy's)."""
@@ -99,18 +104,19 @@ class ActorCritic(nn.Module):
         return params
 
     def values(self, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size: int,
-               share_prompt: bool = True, detach_trunk: bool = False) -> torch.Tensor:  # fmt: skip
+               share_prompt: bool = True, detach_trunk: bool = False, agree=None) -> torch.Tensor:  # fmt: skip
         """V_t ``[P*G, Lc]`` of every completion position (0 on padding); ``detach_trunk``: the trunk runs
-        without gradient, so only the head learns."""
-        model = self.policy if self.critic is None else self.critic
+        without gradient, so only the head learns (``agree``: FSDP2 ranks, see
+        :func:`~fairrl.models.logprobs.completion_outputs`)."""
+        model = self.trunk_model
         args = (prompt_ids, prompt_mask, completion_ids, completion_mask, group_size, share_prompt)
         with torch.no_grad() if detach_trunk else nullcontext():
-            hidden = completion_outputs(model, *args, body=trunk(model))  # [P*G, Lc, d]
+            hidden = completion_outputs(model, *args, body=trunk(model), agree=agree)  # [P*G, Lc, d]
         return self.value_head(hidden) * completion_mask
 
     def logprobs_and_values(
         self, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size: int, *,
-        temperature: float = 1.0, share_prompt: bool = True, with_entropy: bool = False,
+        temperature: float = 1.0, share_prompt: bool = True, with_entropy: bool = False, agree=None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:  # fmt: skip
         """Per-token log-probs, mean entropy (or None) and values, ``[P*G, Lc]`` each (0 on padding).
 
@@ -121,10 +127,10 @@ class ActorCritic(nn.Module):
         head = output_head(self.policy) if self.shared else None
         if head is None:
             logp, entropy = completion_logprobs(self.policy, *args, temperature=temperature,
-                                                share_prompt=share_prompt, with_entropy=with_entropy)  # fmt: skip
-            return logp, entropy, self.values(*args, share_prompt=share_prompt)
+                                                share_prompt=share_prompt, with_entropy=with_entropy, agree=agree)  # fmt: skip
+            return logp, entropy, self.values(*args, share_prompt=share_prompt, agree=agree)
         body, weight, bias = head
-        hidden = completion_outputs(self.policy, *args, share_prompt, body=body)  # [P*G, Lc, d]
+        hidden = completion_outputs(self.policy, *args, share_prompt, body=body, agree=agree)  # [P*G, Lc, d]
         logp, entropy = hidden_logprobs(hidden, weight, bias, completion_ids, completion_mask, temperature,
                                         with_entropy)  # fmt: skip
         return logp, entropy, self.value_head(hidden) * completion_mask

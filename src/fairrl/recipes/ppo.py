@@ -23,9 +23,10 @@ from fairrl.eval.heldout import evaluate_splits
 from fairrl.fsutil import write_json_atomic
 from fairrl.models.loading import count_parameters
 from fairrl.models.policy import build_policy, check_completion_length, resolve_device
+from fairrl.models.sharding import full_params, is_sharded, shard_for_training, unsharded_copy
 from fairrl.models.value_head import ActorCritic
 from fairrl.rewards.check import check_rewards
-from fairrl.trainer.checkpoint import resume_checkpoint, save_checkpoint
+from fairrl.trainer.checkpoint import gather_sharded, resume_checkpoint, save_checkpoint
 from fairrl.trainer.completions import completion_rows, format_completions
 from fairrl.trainer.grpo_step import batch_metrics, step_generator
 from fairrl.trainer.guard import step_guard
@@ -82,7 +83,9 @@ def run_ppo(
         ac = ActorCritic(policy, cfg.ppo.critic)  # the separate critic copies the model before any update
         n_critic = sum(p.numel() for p in ac.critic_parameters())
         console(f"critic ({cfg.ppo.critic}): {n_critic:,} trainable parameters of its own")
-        step_fn = PPOStep(cfg, ac, tokenizer, device, ref_model=make_ppo_reference(cfg, policy), ranks=ranks)
+        ref_model = make_ppo_reference(cfg, policy)
+        shard_for_training(cfg.model.fsdp, ranks, console, policy, ac.critic, ref_model)  # FSDP2, after copying
+        step_fn = PPOStep(cfg, ac, tokenizer, device, ref_model=ref_model, ranks=ranks)
         optimizer, scheduler = make_ppo_optimizer(cfg, ac)
         state = resume_checkpoint(run_dir, ac, optimizer, scheduler, console) if folder.resume else None
     except BaseException:
@@ -101,7 +104,8 @@ def run_ppo(
     try:
         while step < cfg.max_steps:
             t_step = time.perf_counter()
-            batch, ds_info = step_fn.collect(stream, step_generator(cfg.seed, step, device), step=step)
+            with full_params(policy):  # FSDP2: gathered once for the step's sampling (a no-op otherwise)
+                batch, ds_info = step_fn.collect(stream, step_generator(cfg.seed, step, device), step=step)
             t_gen = time.perf_counter() - t_step
             metrics = batch_metrics(batch, names)
             metrics.pop("frac_reward_zero_std")  # no group baseline: equal rewards still teach the critic
@@ -124,15 +128,19 @@ def run_ppo(
                     console(format_completions(step, rows, cfg.num_completions_to_print, G))
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", value_loss=f"{metrics['value_loss']:.3f}")
-            if ranks.main and (step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time):
-                save_checkpoint(run_dir, step, ac, optimizer, scheduler, {"position": stream.position},
-                                keep=cfg.keep_checkpoints)
+            if step % cfg.save_steps == 0 or step == cfg.max_steps or out_of_time:
+                gathered = gather_sharded(ac, optimizer)  # FSDP2: whole tensors, gathered by every rank
+                if ranks.main:
+                    save_checkpoint(run_dir, step, ac, optimizer, scheduler, {"position": stream.position},
+                                    keep=cfg.keep_checkpoints, gathered=gathered)  # fmt: skip
             if out_of_time:
                 console(f"\nstopping at step {step}: max_minutes={cfg.max_minutes} reached")
                 break
     finally:
         bar.close()
         logger.close()
+    if is_sharded(policy):  # the final save and evaluation work on a whole copy
+        policy = unsharded_copy(policy, cfg.model.lora)
     if ranks.main:
         save_final(policy, tokenizer, run_dir, cfg.model.name_or_path)
     if evaluate and data.evals:

@@ -54,6 +54,7 @@ from fairrl.models.loading import load_model, load_tokenizer
 from fairrl.models.logprobs import completion_logprobs
 from fairrl.models.policy import check_completion_length
 from fairrl.models.role_adapters import adapter_name, add_role_adapters, role_sampler, use_adapter
+from fairrl.models.sharding import full_params
 from fairrl.rewards.correctness import episode_reward, is_correct
 from fairrl.rewards.safety import CachedJudge, get_safety_judge
 from fairrl.rollout.episodes import Episode, play_episodes
@@ -164,7 +165,8 @@ class RedTeamMethod(StreamMethod):
         rows = (mine.start * G, len(examples) * G) if ranks.active else None
         tasks = [e.columns["question"] for e in examples[mine] for _ in range(G)]
         texts = [p[2] for p in plans[mine] for _ in range(G)]
-        episodes = play_episodes(self.sampler(generator, rows), rt.team, tasks, texts)
+        with full_params(self.run.policy):  # FSDP2: every turn's sampling on gathered layers (a no-op otherwise)
+            episodes = play_episodes(self.sampler(generator, rows), rt.team, tasks, texts)
         first = mine.start * G  # global index of this rank's first episode
         items = [judge_item(examples[(first + k) // G], plans[(first + k) // G][1], ep.attack)
                  for k, ep in enumerate(episodes)]  # fmt: skip
@@ -256,7 +258,8 @@ class RedTeamMethod(StreamMethod):
         """One round: propose children, try each once on a random training task, admit the successful. On
         several ranks rank 0 plays the round and every rank takes its pool (the same on all ranks)."""
         ranks = current()
-        stats = self.evolve_round(rng, generator) if ranks.main else None
+        with full_params(self.run.policy):  # FSDP2: every rank gathers the layers; rank 0 samples with them
+            stats = self.evolve_round(rng, generator) if ranks.main else None
         if ranks.active:
             state, stats = ranks.broadcast_object((self.pool.to_state(), stats) if ranks.main else None)
             self.pool = AttackPool.from_state(state)

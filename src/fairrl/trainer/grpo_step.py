@@ -28,7 +28,7 @@ import torch
 
 from fairrl.advantages import ESTIMATORS, combine_rewards, group_stats
 from fairrl.advantages.shaping import group_balance_weights, novelty_sharpening, overlong_penalty
-from fairrl.config.grpo import TrainConfig
+from fairrl.config.grpo import TrainConfig, keeps_groups
 from fairrl.data.records import Example, column_names, rows_to_columns, trl_sample
 from fairrl.data.stream import PromptStream
 from fairrl.distributed import Ranks
@@ -43,7 +43,7 @@ from fairrl.trainer.allocation import allocated_rollout
 from fairrl.trainer.batch import Batch, shard_positions, shard_tokens
 from fairrl.trainer.dynamic_sampling import dynamic_sampling
 from fairrl.trainer.guard import check_value, check_weights
-from fairrl.trainer.microbatch import micro_batches
+from fairrl.trainer.microbatch import idle_backward, idle_passes, micro_batches
 from fairrl.trainer.optim import clip_gradients
 
 
@@ -293,9 +293,11 @@ class GRPOStep:
         if alg.mask_truncated_completions:
             mask = mask * (~r.truncated).float()[:, None]
         held_any = r.prompt_ids.shape[0] > 0  # after dynamic sampling's selection a rank may hold no group
-        ref_logp = self.reference_logprobs(r) if alg.beta > 0 and held_any else None
+        sharded = is_sharded(self.policy)  # FSDP2: a rank without rows still takes part in the collectives
+        ref_logp = self.reference_logprobs(r) if alg.beta > 0 and (held_any or sharded) else None
         size = alg.micro_batch_size  # groups of different sizes: whole groups of this step's layout per micro-batch
         chunks = micro_batches(r.prompt_ids.shape[0], G, size if batch.sizes is None or not size else max(G, size // G * G)) if held_any else []
+        idle = idle_passes(self.ranks, len(chunks)) if sharded else 0  # uneven shards (fairrl.trainer.microbatch)
         total_tokens = float(self.ranks.sum(mask.sum().reshape(1).cpu()))
         self.policy.train()
         stats: dict[str, float] = dict(novelty)
@@ -335,6 +337,8 @@ class GRPOStep:
                     sums[k] = sums.get(k, 0.0) + share * float(v)
                 if entropy is not None:
                     sums["entropy"] = sums.get("entropy", 0.0) + share * float(entropy)
+            for _ in range(idle):
+                idle_backward(self.policy, self.agree, temperature=alg.temperature, share_prompt=alg.share_prompt)
             self.ranks.sum_gradients(self.policy.parameters())  # the global gradient on every rank
             sums = self.ranks.sum_floats(sums)
             grad_norm = clip_gradients(self.policy.parameters(), self.cfg.max_grad_norm)
@@ -380,9 +384,12 @@ class GRPOStep:
     def reference_logprobs(self, r: Rollout) -> torch.Tensor:
         """Log-probs under the reference (frozen copy, or the policy with its adapter disabled), per micro-batch."""
         kw = {"temperature": self.alg.temperature, "share_prompt": self.alg.share_prompt}
-        chunks = micro_batches(r.prompt_ids.shape[0], r.group_size, self.alg.micro_batch_size)
+        G, size = r.group_size, self.alg.micro_batch_size  # XRPO's groups may not fit it: whole groups then
+        chunks = micro_batches(r.prompt_ids.shape[0], G, size if not size or keeps_groups(size, G) else max(G, size // G * G))
 
         def run(model) -> torch.Tensor:
+            if r.prompt_ids.shape[0] == 0:  # FSDP2: a rank without rows joins the gathers and computes nothing
+                return r.completion_ids.new_zeros(r.completion_ids.shape, dtype=torch.float32)
             return torch.cat([
                 completion_logprobs(
                     model, r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[c.rows],

@@ -9,13 +9,25 @@ groups intact, so the prefix-shared forward still encodes each prompt once per m
 Every ``loss_type`` is a sum over rows with a normaliser fixed by the whole batch, so backpropagating
 each micro-batch's own loss times its share (:func:`fairrl.losses.part_share`) accumulates exactly the
 gradient of the one-pass loss (up to float summation order).
+
+Under FSDP2 (``model.fsdp``) every rank must run the sharded layers the same number of times, but dynamic
+sampling, XRPO's allocator and the red team's blocks of tasks leave ranks with different numbers of groups,
+so different numbers of micro-batches (a rank may hold none). :func:`idle_passes` says how many a rank lacks
+and :func:`idle_backward` runs one: a forward and backward of a one-token dummy row with a loss multiplied
+by zero, so the layers' all-gathers and reduce-scatters match and the gradient is unchanged (as verl and
+DeepSpeed pad uneven data-parallel shards with dummy work).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from fairrl.config.grpo import keeps_groups
+from fairrl.distributed import Ranks
+from fairrl.models.logprobs import completion_logprobs
 
 
 @dataclass(frozen=True)
@@ -40,3 +52,21 @@ def micro_batches(prompts: int, group_size: int, size: int | None) -> list[Micro
         for p in range(P)
         for j in range(0, G, size)
     ]
+
+
+def idle_passes(ranks: Ranks, own: int) -> int:
+    """How many micro-batches this rank, which has ``own``, runs fewer than the busiest rank (every rank
+    calls it: one small gather)."""
+    return max(ranks.gather_objects(own)) - own if ranks.active else 0
+
+
+def idle_backward(model: torch.nn.Module, agree: Callable[[bool], bool] | None, **kw) -> None:
+    """One micro-batch that trains nothing: a prompt and a reply of dummy tokens through the model's forward
+    (the same call, ``agree`` included, as a real micro-batch) and a backward of its log-probs times zero.
+    Every gradient it adds is zero; its collectives are those of a real micro-batch. ``kw``: the keywords of
+    :func:`~fairrl.models.logprobs.completion_logprobs` (temperature, share_prompt)."""
+    device = next(model.parameters()).device
+    one = torch.ones((1, 1), dtype=torch.long, device=device)
+    reply = torch.ones((1, 2), dtype=torch.long, device=device)
+    logp, _ = completion_logprobs(model, one, one, reply, reply, 1, with_entropy=False, agree=agree, **kw)
+    (logp.sum() * 0.0).backward()

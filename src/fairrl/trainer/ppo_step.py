@@ -36,12 +36,13 @@ from fairrl.config.grpo import TrainConfig
 from fairrl.distributed import Ranks
 from fairrl.errors import ConfigError
 from fairrl.losses import policy_loss, value_loss
+from fairrl.models.sharding import full_params, is_sharded
 from fairrl.models.value_head import ActorCritic
 from fairrl.rollout.generate import Rollout
 from fairrl.trainer.batch import Batch
 from fairrl.trainer.grpo_step import GRPOStep
 from fairrl.trainer.guard import check_value, check_weights
-from fairrl.trainer.microbatch import micro_batches
+from fairrl.trainer.microbatch import idle_passes, micro_batches
 from fairrl.trainer.optim import clip_gradients, make_optimizer
 
 IGNORED_BY_PPO = ("advantage_estimator", "scale_rewards", "loss_type", "virtual_reward")
@@ -119,11 +120,12 @@ class PPOStep:
     def old_values(self, r: Rollout) -> torch.Tensor:
         """The critic's values ``[P*G, Lc]`` at sampling time, per micro-batch."""
         chunks = micro_batches(r.prompt_ids.shape[0], r.group_size, self.alg.micro_batch_size)
-        return torch.cat([
-            self.ac.values(r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[c.rows],
-                           r.completion_mask[c.rows], c.group_size, share_prompt=self.alg.share_prompt)
-            for c in chunks
-        ])  # fmt: skip
+        with full_params(self.ac.trunk_model):  # FSDP2: gathered once, so ranks may run different layouts
+            return torch.cat([
+                self.ac.values(r.prompt_ids[c.prompts], r.prompt_mask[c.prompts], r.completion_ids[c.rows],
+                               r.completion_mask[c.rows], c.group_size, share_prompt=self.alg.share_prompt)
+                for c in chunks
+            ])  # fmt: skip
 
     def advantages(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss mask, V_old, advantages and returns of a batch (all ``[P*G, Lc]``) and the per-token KL."""
@@ -187,17 +189,16 @@ class PPOStep:
         total = float(self.ranks.sum(sub["mask"].sum().reshape(1).cpu()))  # the mini-batch's tokens, all ranks
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = defaultdict(float)
-        for c in micro_batches(prompts.shape[0], r.group_size, alg.micro_batch_size) if prompts.numel() else []:
+        chunks = micro_batches(prompts.shape[0], r.group_size, alg.micro_batch_size) if prompts.numel() else []
+        idle = idle_passes(self.ranks, len(chunks)) if is_sharded(self.ac) else 0  # FSDP2 (a collective: first)
+        for c in chunks:
             args = (ids[c.prompts], pmask[c.prompts], cids[c.rows], cmask[c.rows], c.group_size)
             mask = sub["mask"][c.rows]
             share = float(mask.sum()) / max(total, 1.0)  # token share: exact gradient accumulation
+            logp, entropy, values = self.forward(args, warmup, with_entropy)
             if warmup:  # critic only: a shared trunk stays as it is, only the head learns
-                values = self.ac.values(*args, share_prompt=alg.share_prompt, detach_trunk=self.ac.shared)
                 loss = torch.zeros((), device=values.device)
             else:
-                logp, entropy, values = self.ac.logprobs_and_values(
-                    *args, temperature=alg.temperature, share_prompt=alg.share_prompt, with_entropy=with_entropy
-                )
                 loss, pstats = policy_loss(
                     logp, sub["old_logp"][c.rows], sub["advantages"][c.rows], mask, loss_type="bnpo",
                     epsilon=alg.epsilon, epsilon_high=alg.epsilon_high,
@@ -216,6 +217,8 @@ class PPOStep:
             sums["value_loss"] += share * float(vloss.detach())
             for k, v in vstats.items():
                 sums[k] += share * float(v)
+        for _ in range(idle):  # FSDP2: a rank holding fewer of the mini-batch's prompts keeps pace
+            self.idle_backward(warmup)
         params = [p for p in self.ac.parameters() if p.requires_grad]
         self.ranks.sum_gradients(params)  # the mini-batch's gradient over every rank's share
         if self.ranks.active:  # statistics weighted by global token shares: their sum over ranks is the batch's
@@ -228,6 +231,24 @@ class PPOStep:
         check_weights(params)
         sums["grad_norm"] = grad_norm
         return sums
+
+    def forward(self, args: tuple, warmup: bool, with_entropy: bool):
+        """Log-probs, mean entropy and values of a micro-batch (``warmup``: values alone, None for the rest)."""
+        alg = self.alg
+        agree = self.ranks.all if is_sharded(self.ac) else None  # FSDP2: every rank picks the same layout
+        if warmup:
+            return None, None, self.ac.values(*args, share_prompt=alg.share_prompt, detach_trunk=self.ac.shared,
+                                              agree=agree)  # fmt: skip
+        return self.ac.logprobs_and_values(*args, temperature=alg.temperature, share_prompt=alg.share_prompt,
+                                           with_entropy=with_entropy, agree=agree)  # fmt: skip
+
+    def idle_backward(self, warmup: bool) -> None:
+        """A micro-batch that trains nothing (:mod:`fairrl.trainer.microbatch`): the forwards of a real one
+        on a one-token dummy row, and a backward of their outputs times zero."""
+        one = torch.ones((1, 1), dtype=torch.long, device=self.device)
+        reply = torch.ones((1, 2), dtype=torch.long, device=self.device)
+        logp, _, values = self.forward((one, one, reply, reply, 1), warmup, False)
+        (values.sum() * 0.0 + (0.0 if logp is None else logp.sum() * 0.0)).backward()
 
     def rollout_stats(self, t: dict[str, torch.Tensor]) -> dict[str, float]:
         """KL to the reference, values, returns and how much of the returns' variance V_old explains."""
