@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from fairrl.config import load_config
+from fairrl.distributed import Ranks
 from fairrl.errors import ConfigError
 from fairrl.losses import part_share
 from fairrl.models.loading import enable_gradient_checkpointing
 from fairrl.trainer.grpo_step import GRPOStep
-from fairrl.trainer.microbatch import micro_batches
+from fairrl.trainer.microbatch import idle_backward, idle_passes, micro_batches
 from tests.test_dynamic_sampling import _stream
 from tests.tiny import tiny_policy
 
@@ -99,3 +100,22 @@ def test_gradient_checkpointing_gives_the_same_gradient():
     recomputed, _ = _grads("grpo", 4, checkpointing=True)
     for a, b in zip(plain, recomputed, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_an_idle_micro_batch_adds_no_gradient_and_runs_every_layer():
+    """FSDP2's idle pass: a forward and backward through every decoder layer whose gradient is exactly zero,
+    so accumulating it after a real micro-batch leaves that gradient as it was."""
+    _, model = tiny_policy(0)
+    model.train()
+    ids = torch.tensor([[3, 4, 5]])
+    model(input_ids=ids).logits.sum().backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    calls = []
+    hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in model.model.layers]
+    idle_backward(model, None, temperature=1.0, share_prompt=True)
+    for h in hooks:
+        h.remove()
+    assert len(calls) >= len(model.model.layers)  # every layer ran (the collectives of a real micro-batch)
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, before[n]), n
+    assert idle_passes(Ranks(), 3) == 0  # one process: nothing to align
