@@ -401,18 +401,3 @@ def test_memory_step_counts_for_memory_not_for_time():
     assert s["seconds"]["step"]["max"] == 2.0  # the memory step's 50 s is not a timed step
     assert s["peak_memory_bytes"] == 7 and s["step_memory_bytes"] == 3 and s["memory_from"] == "memory step"
     assert paired_ratios([*timed, mem], [*timed, mem], 1)["step"]["max"] == 1.0
-
-
-def test_nproc_scaling_runs_one_and_two_gloo_ranks(tmp_path):
-    """fairrl bench --nproc 2: the step on 1 and 2 CPU ranks; efficiency = speedup / 2 (figures not asserted:
-    speed is measured, not tested)."""
-    out = tmp_path / "scaling.json"
-    args = ["bench", "--model", "tiny", "--prompt-tokens", "32", "--new-tokens", "4", "--generations", "2",
-            "--prompts", "2", "--steps", "1", "--warmup", "0", "--nproc", "2", "--json", str(out)]  # fmt: skip
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    rep = json.loads(out.read_text())
-    assert [r["ranks"] for r in rep["runs"]] == [1, 2] and rep["completion_tokens_per_step"] == 16
-    assert rep["efficiency"] == pytest.approx(rep["speedup"] / 2) and "scaling efficiency" in result.output
-    odd = CliRunner().invoke(app, ["bench", "--model", "tiny", "--prompts", "3", "--nproc", "2"])
-    assert odd.exit_code == 2 and "multiple of --nproc 2" in odd.output

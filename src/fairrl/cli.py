@@ -336,7 +336,7 @@ def bench(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")] = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward (both sides).")] = False,
     micro_batch: Annotated[int | None, typer.Option(min=1, help="Completions per forward/backward on both sides (divides G or is a multiple of it).")] = None,
-    nproc: Annotated[int | None, typer.Option(min=2, help="Data-parallel scaling instead: fairrl's step on 1 and on N ranks (gloo on CPU, one GPU per rank), tokens/s and scaling efficiency; --prompts must be a multiple of N.")] = None,
+    nproc: Annotated[int | None, typer.Option(min=2, help="Data-parallel scaling instead: fairrl's step on 1 and on N ranks (gloo on CPU, one GPU per rank), then TRL's on 1 and N processes under accelerate (same global batch; --no-trl skips it): tokens/s, speedup and scaling efficiency; --prompts must be a multiple of N.")] = None,
 ) -> None:
     """Time fairrl's GRPO step against TRL's GRPOTrainer on the same model and forced token counts."""
     from fairrl.bench.report import format_table
@@ -350,7 +350,7 @@ def bench(
         threads=threads, gradient_checkpointing=gradient_checkpointing, micro_batch=micro_batch,
     )  # fmt: skip
     try:
-        if nproc is not None:  # data-parallel scaling of fairrl's step (fairrl.bench.scaling)
+        if nproc is not None:  # data-parallel scaling of fairrl's and TRL's steps (fairrl.bench.scaling)
             from fairrl.bench.scaling import run_scaling, scaling_table
 
             report = run_scaling(spec.validate(), nproc, console=_echo)

@@ -20,7 +20,11 @@ Settings, chosen so both sides do the same work:
 - LoRA through ``peft_config`` (r=16, alpha=32, all linear layers): TRL wraps the model itself and
   uses the adapter-disabled model as reference; full fine-tuning with beta > 0 loads a frozen reference
   from the model's folder (``from_pretrained``), as TRL always does;
-- TRL's own optimiser default (``adamw_torch_fused`` on torch >= 2.8) and no vLLM, logging or saving.
+- TRL's own optimiser default (``adamw_torch_fused`` on torch >= 2.8) and no vLLM, logging or saving;
+- with ``processes`` > 1 (:mod:`fairrl.bench.trl_scaling`) per-device batch sizes are divided by the
+  process count, and ``ddp_find_unused_parameters=False``: every trainable parameter gets a gradient,
+  and transformers' default (True without checkpointing) adds a graph traversal per backward that
+  fairrl's all-reduce does not do.
 
 Phases: generate = ``_generate_single_turn`` (padding the P*G prompt rows + ``model.generate`` + eos
 masking); reference = ``_get_per_token_logps_and_entropies`` called without gradient; forward_backward
@@ -109,7 +113,7 @@ class TRLSide:
 
     def __init__(
         self, spec: BenchSpec, model, tokenizer, device: torch.device, examples: list[Example], workdir: Path,
-        after_step: Callable[[int], None] | None = None, memory_step: bool = False,
+        after_step: Callable[[int], None] | None = None, memory_step: bool = False, processes: int = 1,
     ):  # fmt: skip
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
@@ -119,12 +123,13 @@ class TRLSide:
         self.memory_step = memory_step
         self.clock = PhaseClock(device)
         self.records: list[StepRecord] = []
-        batch = spec.prompts * spec.generations
+        # this process's share of the P*G completions (TRL multiplies per-device sizes by the process count)
+        batch = spec.prompts * spec.generations // processes
         micro = min(spec.micro_batch or batch, batch)  # a micro-batch larger than the batch is the batch
         self._tokens: tuple[int, list[int]] = (0, [])
         args = GRPOConfig(
             output_dir=str(workdir / "trl"),
-            # micro-batches: m completions per forward/backward, P*G/m of them per optimiser step
+            # micro-batches: m completions per forward/backward, P*G/(m*processes) of them per optimiser step
             per_device_train_batch_size=micro,
             gradient_accumulation_steps=batch // micro,
             num_generations=spec.generations,
@@ -150,6 +155,7 @@ class TRLSide:
             log_completions=False,
             use_vllm=False,
             dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,  # used only under accelerate's multi-process mode
         )
         peft_config = None
         if spec.lora:
