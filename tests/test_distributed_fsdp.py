@@ -188,13 +188,16 @@ def test_layer_modules_are_the_decoder_layers():
 
 
 @pytest.mark.parametrize("sets,match", [
-    (["model.fsdp={}", "algorithm.use_vllm=true"], "model.fsdp does not combine with algorithm.use_vllm"),
     (["model.fsdp={}", "method=redteam", "redteam.team.adapters=per_role"], "adapters=per_role"),
     (["model.fsdp={mixed_precision: fp8}"], "mixed_precision"),
 ])  # fmt: skip
 def test_fsdp_settings_it_cannot_honour_are_refused(sets, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, sets)
+    from fairrl.config.preference import DPOTrainConfig
+
+    with pytest.raises(ConfigError, match="data-parallel only"):  # the pair run would ignore it silently
+        load_config(None, ["model.fsdp={}"], schema=DPOTrainConfig)
 
 
 def _method_rank(rank: int, world: int, rendezvous: str, method: str, out: str) -> None:

@@ -331,16 +331,11 @@ class TrainConfig(RunConfig):
         return self
 
     def _check_fsdp(self) -> None:
-        """The methods whose policy FSDP2 shards; ranks holding different numbers of rows (dynamic sampling,
-        XRPO's allocator) run idle micro-batches to keep the layers' collectives aligned
-        (fairrl.trainer.microbatch)."""
-        a = self.algorithm
+        """What ``model.fsdp`` cannot do yet, refused at load (every method shards; ranks holding different
+        numbers of rows run idle micro-batches, fairrl.trainer.microbatch)."""
         if self.method == "redteam" and self.redteam.team.adapters == "per_role":
             raise ValueError("model.fsdp does not combine with redteam.team.adapters=per_role yet (the whole copy "
                              "made for the final save holds one adapter); use adapters: shared, or remove model.fsdp")  # fmt: skip
-        if a.use_vllm:
-            raise ValueError("model.fsdp does not combine with algorithm.use_vllm yet (the engine's weight sync "
-                             "reads whole tensors); remove one of the two")  # fmt: skip
 
     def _check_allocator(self) -> None:
         """What XRPO's allocator (groups of different sizes) works with; the rest is refused at load."""

@@ -166,3 +166,10 @@ class DPOTrainConfig(_PreferenceRun):
     """Tokens of prompt kept."""
     eval_pairs_per_group: int = Field(40, ge=0)
     """Evaluation pairs per group scored before and after training (0 = no evaluation)."""
+
+    @model_validator(mode="after")
+    def _check_sharding(self) -> DPOTrainConfig:
+        if self.model.fsdp is not None:
+            raise ValueError("model.fsdp: fairrl dpo train (the preference-pair run) is data-parallel only; "
+                             "remove model.fsdp, or train DPO sharded with fairrl train (method: dpo)")  # fmt: skip
+        return self

@@ -118,10 +118,12 @@ def run_training(
         if warm is None and ranks.main:
             abandon_run(folder)
         raise
-    if warm is not None and step_fn.engine is not None:
-        step_fn.engine.sync_base(policy)  # the warm-started weights (and the resumed adapter), not the hub's
-    elif state and step_fn.engine is not None:
-        step_fn.engine.sync(policy)  # the resumed weights, not the checkpoint's base model
+    if step_fn.engine is not None and (warm is not None or state):
+        with full_params(policy):  # FSDP2: whole tensors for the engine (a no-op otherwise)
+            if warm is not None:
+                step_fn.engine.sync_base(policy)  # the warm-started weights (and the resumed adapter), not the hub's
+            else:
+                step_fn.engine.sync(policy)  # the resumed weights, not the checkpoint's base model
     start = state["step"] if state else 0
     stream = make_sampler(cfg.algorithm, data.train, cfg.seed, state.get("sampler", state) if state else None)
     logger = (MetricsLogger.for_run(cfg, run_dir, resume_step=start if state else None, console=console)
@@ -133,7 +135,7 @@ def run_training(
     try:
         while step < cfg.max_steps:
             t_step = time.perf_counter()
-            with full_params(policy):  # FSDP2: gathered once for the step's sampling (a no-op otherwise)
+            with full_params(policy if step_fn.engine is None else None):  # FSDP2: gathered for sampling
                 batch, ds_info = step_fn.collect(stream, step_generator(cfg.seed, step, device), step=step)
             t_gen = time.perf_counter() - t_step
             metrics = batch_metrics(batch, names)

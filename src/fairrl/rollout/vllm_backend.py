@@ -112,7 +112,10 @@ class VLLMRollout:
         self.version += 1
         if self.lora:
             folder = self.workdir / f"adapter-{self.version}"
-            policy.save_pretrained(folder, safe_serialization=True)
+            # the adapter's tensors as named_parameters sees them: whole inside fairrl.models.sharding.full_params
+            # under FSDP2 (whose state_dict hook would hand back shards)
+            adapter = {n: p.detach() for n, p in policy.named_parameters() if "lora_" in n}
+            policy.save_pretrained(folder, safe_serialization=True, state_dict=adapter)
             self.request = self.make_lora_request(f"fairrl-policy-{self.version}", self.version, str(folder))
             shutil.rmtree(self.workdir / f"adapter-{self.version - 1}", ignore_errors=True)
         else:

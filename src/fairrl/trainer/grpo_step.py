@@ -354,7 +354,8 @@ class GRPOStep:
         stats["learning_rate"] = scheduler.get_last_lr()[0]
         self.policy.eval()
         if self.engine is not None:  # the sampler gets the new weights before the next step
-            self.engine.sync(self.policy)
+            with full_params(self.policy):  # FSDP2: whole tensors for the engine (a no-op otherwise)
+                self.engine.sync(self.policy)
         return stats
 
     def drpo(self, logp, old, mask, rewards, ref_logp) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
