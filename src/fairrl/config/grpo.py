@@ -334,8 +334,8 @@ class TrainConfig(RunConfig):
         """What ``model.fsdp`` cannot do yet, refused at load (every method shards; ranks holding different
         numbers of rows run idle micro-batches, fairrl.trainer.microbatch)."""
         if self.method == "redteam" and self.redteam.team.adapters == "per_role":
-            raise ValueError("model.fsdp does not combine with redteam.team.adapters=per_role yet (the whole copy "
-                             "made for the final save holds one adapter); use adapters: shared, or remove model.fsdp")  # fmt: skip
+            raise ValueError("model.fsdp does not combine with redteam.team.adapters=per_role yet (PEFT's adapter "
+                             "switch changes which sharded weights train); use adapters: shared, or remove model.fsdp")  # fmt: skip
 
     def _check_allocator(self) -> None:
         """What XRPO's allocator (groups of different sizes) works with; the rest is refused at load."""
