@@ -36,6 +36,7 @@ import torch.multiprocessing as mp
 
 from fairrl.bench.fairrl_step import FairrlSide
 from fairrl.bench.models import load_bench_model
+from fairrl.bench.timing import rank_sums
 from fairrl.bench.trl_step import trl_unavailable
 from fairrl.bench.workload import BenchSpec, bench_examples
 from fairrl.errors import ConfigError, FairRLError
@@ -70,11 +71,6 @@ def _rank_main(rank: int, world: int, folder: str, spec_dict: dict[str, Any]) ->
     finally:
         if world > 1:
             dist.destroy_process_group()
-
-
-def rank_sums(per_rank: list[list[int]]) -> list[int]:
-    """Per-step sums over the ranks of per-rank, per-step counts."""
-    return [sum(step) for step in zip(*per_rank, strict=True)]
 
 
 def _fairrl_run(spec: BenchSpec, n: int) -> dict[str, Any]:

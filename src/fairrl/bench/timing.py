@@ -230,3 +230,8 @@ def close_phases(total: float, measured: dict[str, float]) -> dict[str, float]:
     out = {k: measured.get(k, 0.0) for k in PHASES if k != "other"}
     out["other"] = total - sum(out.values())
     return out
+
+
+def rank_sums(per_rank: list[list[int]]) -> list[int]:
+    """Per-step sums over the ranks of per-rank, per-step counts."""
+    return [sum(step) for step in zip(*per_rank, strict=True)]

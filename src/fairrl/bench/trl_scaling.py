@@ -30,7 +30,7 @@ import torch
 import torch.multiprocessing as mp
 
 from fairrl.bench.models import load_bench_model, save_weights
-from fairrl.bench.scaling import rank_sums
+from fairrl.bench.timing import rank_sums
 from fairrl.bench.trl_step import TRLSide, trl_version
 from fairrl.bench.workload import BenchSpec, bench_examples
 
