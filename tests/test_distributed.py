@@ -169,6 +169,39 @@ def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
     assert done.stdout.count("run folder:") == 1  # rank 0 alone reports
 
 
+def test_two_torchrun_nodes_meet_through_the_rendezvous(tmp_path):
+    """Multi-node as users launch it: two ``torchrun --nnodes 2 --node_rank i`` launchers (here both on this
+    machine, one process each) meet at rank 0's address; global rank 0 alone writes the run."""
+    import socket
+
+    model = saved_tiny_policy(tmp_path / "m")
+    out = tmp_path / "run"
+    sets = [f"model.name_or_path={model}", "model.lora={r: 4, alpha: 8}", "max_steps=1", "save_steps=1",
+            "algorithm.max_completion_length=4", "algorithm.prompts_per_step=2", "algorithm.num_generations=2",
+            "eval.bbq_items_per_condition=0", "eval.reasoning_items=0",
+            "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]"]  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmds = [[sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
+             "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "fairrl",
+             "train", "--out", str(out)] + [x for s in sets for x in ("--set", s)] for node in (0, 1)]  # fmt: skip
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True) for c in cmds]  # fmt: skip
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+        raise AssertionError("the two nodes did not finish in 300s") from None
+    for p, (o, e) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, o[-3000:] + e[-3000:]
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert "resolved config:" in outs[0][0] and "resolved config:" not in outs[1][0]  # global rank 0 reports
+    assert (out / "checkpoints" / "step-000001").is_dir() and (out / "final").is_dir()
+
+
 def test_torchrun_runs_seeds_one_after_another_on_all_ranks(tmp_path):
     """``torchrun ... fairrl train --seeds 0,1``: each seed a data-parallel run, rank 0 writes the sweep report."""
     model = saved_tiny_policy(tmp_path / "m")
