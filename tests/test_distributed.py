@@ -167,6 +167,28 @@ def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
     assert [r["step"] for r in rows] == [1, 2] and all("reward" in r for r in rows)
     assert (out / "report.md").exists() and (out / "checkpoints" / "step-000002").is_dir()
     assert done.stdout.count("run folder:") == 1  # rank 0 alone reports
+    assert "data-parallel: 2 ranks (gloo)" in done.stdout
+
+
+def test_accelerate_launch_trains_on_two_cpu_processes(tmp_path):
+    """``accelerate launch --multi_gpu --num_processes 2 -m fairrl train`` on CPUs: accelerate's multi-process
+    launcher (torchrun inside; with GPUs ``--multi_gpu`` is implied by ``--num_processes``) sets the
+    launcher's environment, and the run joins it (gloo). (``--cpu`` would run one process.)"""
+    pytest.importorskip("accelerate")
+    model = saved_tiny_policy(tmp_path / "m")
+    out = tmp_path / "run"
+    sets = [f"model.name_or_path={model}", "model.lora={r: 4, alpha: 8}", "max_steps=1", "save_steps=1",
+            "algorithm.max_completion_length=4", "algorithm.prompts_per_step=2", "algorithm.num_generations=2",
+            "eval.bbq_items_per_condition=0", "eval.reasoning_items=0",
+            "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]"]  # fmt: skip
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fairrl", "train", "--out", str(out)]
+    cmd += [x for s in sets for x in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = _launch(cmd, env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "data-parallel: 2 ranks (gloo)" in done.stdout and done.stdout.count("resolved config:") == 1
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 def test_two_torchrun_nodes_meet_through_the_rendezvous(tmp_path):

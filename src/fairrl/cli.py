@@ -90,6 +90,10 @@ def _train(config: str | None, overrides: list[str], resume: str | None, out: st
 
     ranks = init_from_env()  # under torchrun / accelerate launch: join the ranks (a no-op in one process)
     cfg = continue_config(resume, config, overrides, TrainConfig) if resume else load_config(config, overrides)
+    if ranks.active and ranks.main:
+        import torch.distributed as dist
+
+        _echo(f"data-parallel: {ranks.world} ranks ({dist.get_backend()})")
     run = _train_function(cfg.method)
     run_dir = run(cfg, out=out, resume=resume, console=_echo if ranks.main else lambda s: None, overwrite=overwrite)
     if not ranks.main:  # rank 0 writes the report
