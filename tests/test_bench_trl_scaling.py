@@ -84,3 +84,10 @@ def test_scaling_report_and_table_when_trl_runs_partly_or_not(monkeypatch):
     assert "| TRL | 2 | not run: RuntimeError: gloo |" in table and "1 rank(s) 2.00x" in table
     skipped = scaling.run_scaling(BenchSpec(**{**spec.as_dict(), "trl": False}), 2, console=lambda _: None)
     assert skipped["trl"] is None and "TRL: not run (--no-trl)" in scaling.scaling_table(skipped)
+
+
+def test_a_killed_process_names_the_likely_cause():
+    from fairrl.bench.trl_scaling import _failure
+
+    assert "out-of-memory" in _failure(RuntimeError("process 0 terminated with signal SIGKILL"))
+    assert _failure(RuntimeError("a\nValueError: bad")) == "ValueError: bad"

@@ -118,7 +118,10 @@ def _free_port() -> int:
 
 def _failure(err: Exception) -> str:
     lines = str(err).strip().splitlines()
-    return lines[-1] if lines else type(err).__name__
+    reason = lines[-1] if lines else type(err).__name__
+    if "SIGKILL" in reason:  # measured here: 2 TRL processes of the 135M model past 23 GiB of RAM
+        reason += " (most often the kernel's out-of-memory killer: try --micro-batch or --lora)"
+    return reason
 
 
 def trl_run(spec: BenchSpec, n: int) -> dict[str, Any]:
