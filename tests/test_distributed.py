@@ -170,6 +170,14 @@ def test_torchrun_trains_on_two_cpu_ranks_from_the_command_line(tmp_path):
     assert "data-parallel: 2 ranks (gloo)" in done.stdout
 
 
+def _one_step(model) -> list[str]:
+    """--set overrides of a one-step LoRA run of the saved tiny model on packaged BBQ, no evaluation."""
+    return [f"model.name_or_path={model}", "model.lora={r: 4, alpha: 8}", "max_steps=1", "save_steps=1",
+            "algorithm.max_completion_length=4", "algorithm.prompts_per_step=2", "algorithm.num_generations=2",
+            "eval.bbq_items_per_condition=0", "eval.reasoning_items=0",
+            "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]"]  # fmt: skip
+
+
 def test_accelerate_launch_trains_on_two_cpu_processes(tmp_path):
     """``accelerate launch --multi_gpu --num_processes 2 -m fairrl train`` on CPUs: accelerate's multi-process
     launcher (torchrun inside; with GPUs ``--multi_gpu`` is implied by ``--num_processes``) sets the
@@ -177,10 +185,7 @@ def test_accelerate_launch_trains_on_two_cpu_processes(tmp_path):
     pytest.importorskip("accelerate")
     model = saved_tiny_policy(tmp_path / "m")
     out = tmp_path / "run"
-    sets = [f"model.name_or_path={model}", "model.lora={r: 4, alpha: 8}", "max_steps=1", "save_steps=1",
-            "algorithm.max_completion_length=4", "algorithm.prompts_per_step=2", "algorithm.num_generations=2",
-            "eval.bbq_items_per_condition=0", "eval.reasoning_items=0",
-            "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]"]  # fmt: skip
+    sets = _one_step(model)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fairrl", "train", "--out", str(out)]
     cmd += [x for s in sets for x in ("--set", s)]
@@ -198,10 +203,7 @@ def test_two_torchrun_nodes_meet_through_the_rendezvous(tmp_path):
 
     model = saved_tiny_policy(tmp_path / "m")
     out = tmp_path / "run"
-    sets = [f"model.name_or_path={model}", "model.lora={r: 4, alpha: 8}", "max_steps=1", "save_steps=1",
-            "algorithm.max_completion_length=4", "algorithm.prompts_per_step=2", "algorithm.num_generations=2",
-            "eval.bbq_items_per_condition=0", "eval.reasoning_items=0",
-            "data.sources=[{kind: bbq, categories: [Religion], heldout_categories: [SES]}]"]  # fmt: skip
+    sets = _one_step(model)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
