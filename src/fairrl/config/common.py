@@ -143,8 +143,8 @@ class ModelConfig(Strict):
 
     fsdp: FSDPConfig | None = None
     """Shard the policy's layers (and a frozen reference copy, PPO's separate critic) across the ranks with FSDP2
-    (``fsdp: {}`` for the defaults; every ``fairrl train`` method, under ``torchrun`` with 2+ ranks; not with
-    vLLM rollouts); null = every rank holds the whole model."""
+    (``fsdp: {}`` for the defaults; every ``fairrl train`` method, under ``torchrun`` with 2+ ranks; not yet
+    with the red team's per-role adapters); null = every rank holds the whole model."""
 
     @field_validator("device")
     @classmethod

@@ -65,8 +65,14 @@ def idle_backward(model: torch.nn.Module, agree: Callable[[bool], bool] | None, 
     (the same call, ``agree`` included, as a real micro-batch) and a backward of its log-probs times zero.
     Every gradient it adds is zero; its collectives are those of a real micro-batch. ``kw``: the keywords of
     :func:`~fairrl.models.logprobs.completion_logprobs` (temperature, share_prompt)."""
-    device = next(model.parameters()).device
+    logp, _ = completion_logprobs(model, *idle_inputs(next(model.parameters()).device), with_entropy=False,
+                                  agree=agree, **kw)  # fmt: skip
+    (logp.sum() * 0.0).backward()
+
+
+def idle_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """An idle micro-batch's dummy row: (prompt ids, prompt mask, reply ids, reply mask, group size 1), one
+    prompt token and two reply tokens."""
     one = torch.ones((1, 1), dtype=torch.long, device=device)
     reply = torch.ones((1, 2), dtype=torch.long, device=device)
-    logp, _ = completion_logprobs(model, one, one, reply, reply, 1, with_entropy=False, agree=agree, **kw)
-    (logp.sum() * 0.0).backward()
+    return one, one, reply, reply, 1

@@ -42,7 +42,7 @@ from fairrl.rollout.generate import Rollout
 from fairrl.trainer.batch import Batch
 from fairrl.trainer.grpo_step import GRPOStep
 from fairrl.trainer.guard import check_value, check_weights
-from fairrl.trainer.microbatch import idle_passes, micro_batches
+from fairrl.trainer.microbatch import idle_inputs, idle_passes, micro_batches
 from fairrl.trainer.optim import clip_gradients, make_optimizer
 
 IGNORED_BY_PPO = ("advantage_estimator", "scale_rewards", "loss_type", "virtual_reward")
@@ -245,9 +245,7 @@ class PPOStep:
     def idle_backward(self, warmup: bool) -> None:
         """A micro-batch that trains nothing (:mod:`fairrl.trainer.microbatch`): the forwards of a real one
         on a one-token dummy row, and a backward of their outputs times zero."""
-        one = torch.ones((1, 1), dtype=torch.long, device=self.device)
-        reply = torch.ones((1, 2), dtype=torch.long, device=self.device)
-        logp, _, values = self.forward((one, one, reply, reply, 1), warmup, False)
+        logp, _, values = self.forward(idle_inputs(self.device), warmup, False)
         (values.sum() * 0.0 + (0.0 if logp is None else logp.sum() * 0.0)).backward()
 
     def rollout_stats(self, t: dict[str, torch.Tensor]) -> dict[str, float]:
